@@ -1,0 +1,3 @@
+from feedwatch.cli import main
+
+main(prog_name="feedwatch")

@@ -1,0 +1,266 @@
+"""Stored entries → RSS 2.0, Atom 1.0, JSON Feed 1.1 and an OPML list, written only on change.
+
+Feed readers poll often and key on bytes (ETag, Last-Modified), so the output
+is a pure function of its input: no clock, no random ids, no dict-order
+accidents. Every date comes from the entries or from `FeedMeta.updated`, so an
+unchanged source yields byte-identical files that `write_if_changed` leaves
+alone (mtime included).
+
+Entries are clean by contract, yet one stray control character would make the
+whole XML document malformed for every subscriber, so every string is filtered
+here once more before it reaches lxml or json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from feedgen.entry import FeedEntry
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from feedwatch.models import Entry
+
+GENERATOR = "feedwatch"
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
+UPDATED_MARKER = " (updated)"
+SUMMARY_CHARS = 280
+# An edit within this slack of the first sighting is the same observation, not an update.
+_UPDATE_SLACK = timedelta(seconds=1)
+# XML 1.0 forbids C0 controls (but tab/LF/CR), lone surrogates, U+FFFE and U+FFFF; it
+# discourages C1 controls and U+FDD0..U+FDEF, which the W3C validator flags. None is text.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
+_SPACE = re.compile(r"\s+")
+_NEW_FILE_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class FeedMeta:
+    """What a feed says about itself; `updated` is the newest entry change, never "now"."""
+
+    name: str
+    title: str
+    site_url: str
+    base_url: str
+    updated: datetime
+    description: str = ""
+    announce_updates: bool = False
+
+
+def render_rss(meta: FeedMeta, entries: Sequence[Entry]) -> bytes:
+    """RSS 2.0 with atom:link rel=self, guid = link, dc:creator for authors (RSS wants e-mails)."""
+    fg = _generator(meta, entries, _feed_url(meta.base_url, meta.name, "rss"), "rss")
+    return fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+
+
+def render_atom(meta: FeedMeta, entries: Sequence[Entry]) -> bytes:
+    """Atom 1.0 (RFC 4287) with summary/content typed as HTML, never HTML in a text construct."""
+    fg = _generator(meta, entries, _feed_url(meta.base_url, meta.name, "atom"), "atom")
+    return fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+
+
+def render_json(meta: FeedMeta, entries: Sequence[Entry]) -> bytes:
+    """JSON Feed 1.1, built by hand because feedgen does not write it; keys sorted for stability."""
+    feed: dict[str, object] = {
+        "version": JSON_FEED_VERSION,
+        "title": _feed_title(meta),
+        "home_page_url": _clean(meta.site_url),
+        "feed_url": _feed_url(meta.base_url, meta.name, "json"),
+        "items": [_json_item(meta, entry) for entry in _unique(entries)],
+    }
+    if description := _clean(meta.description).strip():
+        feed["description"] = description
+    text = json.dumps(feed, ensure_ascii=False, sort_keys=True, indent=2)
+    return (text + "\n").encode("utf-8")
+
+
+def render_opml(feeds: Sequence[FeedMeta], base_url: str) -> bytes:
+    """One outline per feed, pointing at its Atom file under `base_url`; dateless, so stable."""
+    root = etree.Element("opml", version="2.0")
+    head = etree.SubElement(root, "head")
+    etree.SubElement(head, "title").text = GENERATOR
+    body = etree.SubElement(root, "body")
+    for meta in feeds:
+        title = _feed_title(meta)
+        outline = etree.SubElement(body, "outline")
+        outline.set("type", "rss")
+        outline.set("text", title)
+        outline.set("title", title)
+        outline.set("xmlUrl", _feed_url(base_url, meta.name, "atom"))
+        outline.set("htmlUrl", _clean(meta.site_url))
+        if description := _clean(meta.description).strip():
+            outline.set("description", description)
+    return etree.tostring(root, pretty_print=True, encoding="UTF-8", xml_declaration=True)
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically replace `path` with `data` unless it already holds exactly these bytes.
+
+    Readers and the HTTP server must never see a half-written feed, hence the
+    temp file in the same directory (same file system) and `os.replace`. The
+    temp file never outlives a failure; the OSError still reaches the caller,
+    who keeps the old feed.
+    """
+    try:
+        current = path.stat()
+        if current.st_size == len(data) and path.read_bytes() == data:
+            return False
+        mode = current.st_mode & 0o777
+    except FileNotFoundError:
+        mode = _NEW_FILE_MODE
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+    return True
+
+
+def write_feeds(output_dir: Path, meta: FeedMeta, entries: Sequence[Entry]) -> list[Path]:
+    """Write NAME.rss, NAME.atom and NAME.json; return only the paths whose bytes changed."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rendered = (
+        (output_dir / f"{meta.name}.rss", render_rss(meta, entries)),
+        (output_dir / f"{meta.name}.atom", render_atom(meta, entries)),
+        (output_dir / f"{meta.name}.json", render_json(meta, entries)),
+    )
+    return [path for path, data in rendered if write_if_changed(path, data)]
+
+
+def _generator(meta: FeedMeta, entries: Sequence[Entry], self_url: str, kind: str) -> FeedGenerator:
+    """One FeedGenerator per format, because RSS and Atom each need their own self link."""
+    unique = list(_unique(entries))
+    fg = FeedGenerator()
+    fg.load_extension("dc", atom=False, rss=True)
+    title = _feed_title(meta)
+    fg.id(self_url)
+    fg.title(title)
+    fg.description(_clean(meta.description).strip() or title)
+    # feedgen turns the last link() into the RSS channel <link>: self first, alternate last.
+    fg.link(href=self_url, rel="self", type=f"application/{kind}+xml")
+    fg.link(href=_clean(meta.site_url), rel="alternate", type="text/html")
+    fg.updated(_moment(meta.updated))
+    fg.generator(GENERATOR)
+    # RFC 4287 wants a feed-level author unless every entry names one.
+    if not unique or any(not _author(entry) for entry in unique):
+        fg.author({"name": title})
+    for entry in unique:
+        # add_entry prepends by default; the caller's order (newest first) is the feed's order.
+        _fill_entry(meta, entry, fg.add_entry(order="append"))
+    return fg
+
+
+def _fill_entry(meta: FeedMeta, entry: Entry, fe: FeedEntry) -> None:
+    link = _clean(entry.link)
+    fe.guid(link, permalink=True)
+    fe.title(_entry_title(meta, entry))
+    fe.link(href=link, rel="alternate", type="text/html")
+    fe.published(_moment(entry.published))
+    fe.updated(_moment(entry.updated))
+    if teaser := _clean(entry.teaser_html).strip():
+        fe.summary(teaser, type="html")
+    if content := _clean(entry.content_html or "").strip():
+        fe.content(content, type="html")
+    if author := _author(entry):
+        fe.author({"name": author})
+        fe.dc.dc_creator(author)
+
+
+def _json_item(meta: FeedMeta, entry: Entry) -> dict[str, object]:
+    link = _clean(entry.link)
+    item: dict[str, object] = {
+        "id": link,
+        "url": link,
+        "title": _entry_title(meta, entry),
+        "content_html": _clean(entry.content_html or "").strip() or _clean(entry.teaser_html),
+        "date_published": _moment(entry.published).isoformat(),
+        "date_modified": _moment(entry.updated).isoformat(),
+    }
+    if summary := _short(_clean(entry.teaser_text)):
+        item["summary"] = summary
+    if author := _author(entry):
+        item["authors"] = [{"name": author}]
+    return item
+
+
+def _entry_title(meta: FeedMeta, entry: Entry) -> str:
+    """The title, or the link when there is none (both formats require a non-blank title)."""
+    title = _SPACE.sub(" ", _clean(entry.title)).strip() or _clean(entry.link)
+    if meta.announce_updates and _moment(entry.updated) > _moment(entry.first_seen) + _UPDATE_SLACK:
+        title += UPDATED_MARKER
+    return title
+
+
+def _feed_title(meta: FeedMeta) -> str:
+    return _SPACE.sub(" ", _clean(meta.title)).strip() or meta.name
+
+
+def _author(entry: Entry) -> str:
+    return _SPACE.sub(" ", _clean(entry.author or "")).strip()
+
+
+def _unique(entries: Sequence[Entry]) -> Iterator[Entry]:
+    """Keep the first (newest) of entries sharing a link: one id twice is invalid Atom."""
+    seen: set[str] = set()
+    for entry in entries:
+        link = _clean(entry.link)
+        if link not in seen:
+            seen.add(link)
+            yield entry
+
+
+def _short(text: str) -> str:
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) <= SUMMARY_CHARS:
+        return text
+    return text[: SUMMARY_CHARS - 1].rstrip() + "…"
+
+
+def _clean(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
+
+def _moment(value: datetime) -> datetime:
+    """A datetime that prints as valid RFC 3339 and RFC 822.
+
+    Whole seconds keep the files tidy; naive values are taken as UTC rather
+    than crashing a feed; offsets with seconds (historic local mean time, e.g.
+    Asia/Shanghai before 1901) exist in neither format, so those go to UTC.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=UTC)
+    offset = value.utcoffset()
+    if offset is not None and offset % timedelta(minutes=1):
+        value = value.astimezone(UTC)
+    return value.replace(microsecond=0)
+
+
+def _feed_url(base_url: str, name: str, extension: str) -> str:
+    base = _clean(base_url)
+    return f"{base if base.endswith('/') else base + '/'}{name}.{extension}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; some file systems refuse fsync on a directory, which is fine."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,630 @@
+"""One source's poll, end to end: the only place that orders the pipeline's steps.
+
+fetch pages → extract (or detect) → date → diff against the store → write the
+feeds → commit, all of a source's writes in one transaction that is rolled back
+if the feeds cannot be written, so the store never claims more than the files
+on disk show. Every failure of one source is caught here, at the source
+boundary: it is logged with the source name, stored, and never escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from feedwatch import clean, dates, detail, detect, diff, extract, feeds, mathml
+from feedwatch.config import Config, Source
+from feedwatch.fetch import Fetcher, FetchError
+from feedwatch.models import (
+    Entry,
+    Event,
+    Extraction,
+    FetchLog,
+    Page,
+    PollResult,
+    RawEntry,
+    Selectors,
+)
+from feedwatch.store import Store
+
+log = logging.getLogger("feedwatch.poll")
+
+DETAIL_ATTEMPTS = 3
+DETAIL_CONCURRENCY = 2
+
+
+class PollError(Exception):
+    """A source-level failure with a cause worth showing to the user as is."""
+
+
+@dataclass
+class Context:
+    """What every poll of one run shares: the config, one store and one HTTP client."""
+
+    config: Config
+    store: Store
+    fetcher: Fetcher
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    on_events: Callable[[Source, list[Event]], None] | None = None
+    parses: int = 0
+
+
+@dataclass
+class _Fetched:
+    """One index page of this poll: its response, and what it yielded if it was parsed."""
+
+    page: Page
+    extraction: Extraction | None
+    links: list[str]
+
+
+def lock_path(config: Config, name: str) -> Path:
+    return config.state.with_name(config.state.name + ".locks") / f"{name}.lock"
+
+
+@asynccontextmanager
+async def source_lock(config: Config, name: str) -> AsyncIterator[None]:
+    """An OS file lock per source, so a daemon and a `refresh` never poll one source at once.
+
+    flock dies with its process, so a SIGKILLed run never leaves a stale lock behind.
+    """
+    path = lock_path(config, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = path.open("a")
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        fd.close()
+
+
+async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> PollResult:
+    """Poll one source; never raises (cancellation aside)."""
+    started = time.monotonic()
+    logs: list[FetchLog] = []
+    async with source_lock(ctx.config, source.name):
+        now = ctx.now()
+        try:
+            async with asyncio.timeout(source.poll_timeout):
+                fetched = await _fetch_index(ctx, source, logs, full=full)
+                entries = _build_entries(ctx, source, fetched, now)
+                if source.detail:
+                    entries = await _add_details(ctx, source, entries, logs, now)
+            result = _commit(ctx, source, fetched, entries, logs, now)
+        except (FetchError, PollError, TimeoutError, OSError) as err:
+            cause = _cause(err, source)
+            result = _fail(ctx, source, cause, logs, now, getattr(err, "retry_after", None))
+        except Exception as err:
+            log.exception("%s: unexpected error", source.name)
+            result = _fail(ctx, source, f"internal error: {err!r}", logs, now, None)
+    result = replace(result, elapsed=time.monotonic() - started)
+    _log_result(result)
+    return result
+
+
+def _cause(err: BaseException, source: Source) -> str:
+    if isinstance(err, TimeoutError):
+        return f"poll took longer than {source.poll_timeout:g}s"
+    if isinstance(err, OSError) and not isinstance(err, FetchError):
+        return f"cannot write feeds: {err.strerror or err}"
+    return str(err) or type(err).__name__
+
+
+def _log_result(result: PollResult) -> None:
+    if result.ok:
+        log.info(
+            "%s: %d pages (%d not modified), %d new, %d updated, %.2fs",
+            result.source,
+            result.pages,
+            result.not_modified,
+            result.new,
+            result.updated,
+            result.elapsed,
+        )
+    else:
+        log.warning("%s: error: %s", result.source, result.error)
+
+
+async def _get(ctx: Context, source: Source, url: str, logs: list[FetchLog], *, full: bool) -> Page:
+    validators = None if full else ctx.store.page_state(url)
+    try:
+        page = await ctx.fetcher.get(
+            url,
+            validators=validators,
+            timeout=source.timeout,
+            max_bytes=source.max_bytes,
+            user_agent=source.user_agent,
+        )
+    except FetchError as err:
+        logs.append(FetchLog(url, err.status, 0, 0.0, str(err)))
+        raise
+    logs.append(FetchLog(url, page.status, page.size, page.elapsed))
+    return page
+
+
+async def _fetch_index(
+    ctx: Context, source: Source, logs: list[FetchLog], *, full: bool
+) -> list[_Fetched]:
+    """Fetch page 1 and follow next pages; a later page that fails only ends the walk."""
+    meta = ctx.store.source_meta(source.name)
+    page_links: dict[str, list[str]] = meta.get("page_links", {})
+    page_next: dict[str, str | None] = meta.get("page_next", {})
+    stored = ctx.store.entries(source.name)
+    fetched: list[_Fetched] = []
+    visited: set[str] = set()
+    url: str | None = source.url
+    while url and url not in visited and len(fetched) < source.max_pages:
+        visited.add(url)
+        try:
+            page = await _get(ctx, source, url, logs, full=full)
+        except FetchError:
+            if not fetched:
+                raise
+            break
+        previous = ctx.store.page_state(url)
+        unchanged = page.not_modified or (
+            not full
+            and previous is not None
+            and previous.body_hash is not None
+            and previous.body_hash == page.validators.body_hash
+            and url in page_links
+        )
+        if unchanged:
+            fetched.append(_Fetched(page, None, list(page_links.get(url, []))))
+            break
+        extraction = _extract(ctx, source, page, first=not fetched)
+        links = [e.link for e in extraction.entries]
+        fetched.append(_Fetched(page, extraction, links))
+        if not full and _all_known(extraction.entries, stored, source):
+            break
+        url = extraction.next_page or page_next.get(url)
+    return fetched
+
+
+def _all_known(raws: Sequence[RawEntry], stored: dict[str, Entry], source: Source) -> bool:
+    """True when every entry of a page is stored with the same fingerprint: older pages can wait."""
+    return bool(raws) and all(
+        r.link in stored
+        and stored[r.link].fingerprint
+        == diff.fingerprint(r.title, r.teaser_text, source.ignore_patterns)
+        for r in raws
+    )
+
+
+def _extract(ctx: Context, source: Source, page: Page, *, first: bool) -> Extraction:
+    html = page.text or ""
+    ctx.parses += 1
+    tree = extract.parse(html)
+    base = page.final_url
+    selectors, next_sel = _selectors(ctx, source)
+    if selectors is not None:
+        extraction = extract.extract(html, base, selectors, next_sel, tree=tree)
+        if extraction.entries or not first:
+            return extraction
+        if source.select is not None:
+            raise PollError(f"selectors matched no entries on {page.url}")
+    found = detect.detect(html, base, tree=tree)
+    if found is None:
+        raise PollError(f"no entries found on {page.url} (auto-detection found nothing)")
+    _remember_detection(ctx, source, found, previous=selectors)
+    return extract.extract(html, base, found.selectors, found.next_page, tree=tree)
+
+
+def _selectors(ctx: Context, source: Source) -> tuple[Selectors | None, str | None]:
+    if source.select is not None:
+        return source.select, source.next_page
+    meta = ctx.store.source_meta(source.name).get("detected")
+    if not meta:
+        return None, source.next_page
+    return Selectors(**{**meta["selectors"], "exclude": tuple(meta["selectors"]["exclude"])}), (
+        source.next_page or meta.get("next_page")
+    )
+
+
+def _remember_detection(
+    ctx: Context, source: Source, found: detect.Detection, *, previous: Selectors | None
+) -> None:
+    """Detected selectors are kept with the source; a change of them is history worth showing."""
+    chosen = {
+        "selectors": {**found.selectors.__dict__, "exclude": list(found.selectors.exclude)},
+        "next_page": found.next_page,
+    }
+    ctx.store.save_source_meta(source.name, {"detected": chosen})
+    if previous is not None:
+        ctx.store.add_event(
+            Event(
+                source.name,
+                ctx.now(),
+                "selectors_redetected",
+                data={
+                    "old": previous.__dict__ | {"exclude": list(previous.exclude)},
+                    "new": chosen,
+                },
+            )
+        )
+
+
+def _build_entries(
+    ctx: Context, source: Source, fetched: Sequence[_Fetched], now: datetime
+) -> list[Entry]:
+    """Turn raw entries into dated, titled, fingerprinted entries, keeping stored dates."""
+    stored = ctx.store.entries(source.name)
+    out: list[Entry] = []
+    for item in fetched:
+        if item.extraction is None:
+            continue
+        raws = item.extraction.entries
+        parts = [dates.parse_date(r.date_text, r.date_attr) for r in raws]
+        resolved = dates.resolve_dates(parts, now=now, tz=source.tz)
+        for raw, part, when in zip(raws, parts, resolved, strict=True):
+            out.append(_entry(source, raw, part, when, stored.get(raw.link), now))
+    return out
+
+
+def _entry(
+    source: Source,
+    raw: RawEntry,
+    part: Any,
+    when: datetime | None,
+    old: Entry | None,
+    now: datetime,
+) -> Entry:
+    title = raw.title or clean.title_from_teaser(raw.teaser_html) or raw.link
+    exact = part is not None and part.year is not None
+    published = when or now
+    if old is not None and (old.date_exact or not exact):
+        published, exact = old.published, old.date_exact
+    return Entry(
+        source=source.name,
+        link=raw.link,
+        title=title,
+        title_is_fallback=not raw.title,
+        teaser_html=raw.teaser_html,
+        teaser_text=raw.teaser_text,
+        author=raw.author,
+        published=published,
+        date_exact=exact,
+        first_seen=old.first_seen if old else now,
+        last_seen=now,
+        updated=old.updated if old else now,
+        fingerprint=diff.fingerprint(raw.title, raw.teaser_text, source.ignore_patterns),
+        content_html=old.content_html if old else None,
+    )
+
+
+async def _add_details(
+    ctx: Context, source: Source, entries: list[Entry], logs: list[FetchLog], now: datetime
+) -> list[Entry]:
+    """Fetch each new (or not yet exactly dated) entry's own page once, for its exact date.
+
+    A failed detail fetch leaves the inferred date; it is retried on later polls a
+    bounded number of times (the attempt count lives in the source's meta).
+    """
+    stored = ctx.store.entries(source.name)
+    meta = ctx.store.source_meta(source.name)
+    attempts: dict[str, int] = dict(meta.get("detail_attempts", {}))
+    wanted = [
+        e
+        for e in entries
+        if (
+            e.link not in stored
+            or (not stored[e.link].date_exact and attempts.get(e.link, 0) < DETAIL_ATTEMPTS)
+            or (source.content == "full" and stored[e.link].content_html is None)
+        )
+        and attempts.get(e.link, 0) < DETAIL_ATTEMPTS
+    ]
+    if not wanted:
+        return entries
+    gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
+
+    async def one(entry: Entry) -> tuple[str, detail.Article | None]:
+        async with gate:
+            try:
+                page = await _get(ctx, source, entry.link, logs, full=True)
+            except FetchError:
+                return entry.link, None
+            return entry.link, detail.parse_article(
+                page.text or "",
+                page.final_url,
+                tz=source.tz,
+                want_content=source.content == "full",
+                content_selector=source.content_selector,
+            )
+
+    found = dict(await asyncio.gather(*(one(e) for e in wanted)))
+    out = []
+    for entry in entries:
+        article = found.get(entry.link, ...)
+        if article is ...:
+            out.append(entry)
+            continue
+        if article is None:
+            attempts[entry.link] = attempts.get(entry.link, 0) + 1
+            out.append(entry)
+            continue
+        attempts.pop(entry.link, None)
+        out.append(
+            replace(
+                entry,
+                published=article.published or entry.published,
+                date_exact=entry.date_exact or article.published is not None,
+                author=entry.author or article.author,
+                content_html=article.content_html or entry.content_html,
+            )
+        )
+    ctx.store.save_source_meta(source.name, {"detail_attempts": attempts})
+    return out
+
+
+def _commit(
+    ctx: Context,
+    source: Source,
+    fetched: Sequence[_Fetched],
+    entries: Sequence[Entry],
+    logs: Sequence[FetchLog],
+    now: datetime,
+) -> PollResult:
+    """Write everything one poll learnt in one transaction, feeds included."""
+    store = ctx.store
+    name = source.name
+    with store.transaction():
+        stored = store.entries(name)
+        backfill = not stored
+        first_page = fetched[0]
+        page1_links = first_page.links
+        previous_first = store.first_page(name)
+        changes = diff.diff(
+            entries,
+            stored,
+            now=now,
+            first_page_links=page1_links if first_page.extraction is not None else (),
+            previous_first_page=previous_first if first_page.extraction is not None else (),
+        )
+        store.add_entries(changes.new)
+        store.update_entries(changes.updated, now)
+        unchanged_links = [e.link for e in changes.seen]
+        for item in fetched:
+            if item.extraction is None:
+                unchanged_links.extend(item.links)
+        store.touch_entries(name, unchanged_links, now)
+        if source.drop_removed and changes.removed:
+            store.delete_entries(name, [e.link for e in changes.removed])
+        for item in fetched:
+            store.save_page_state(item.page.url, item.page.validators)
+        if first_page.extraction is not None:
+            store.save_first_page(name, page1_links)
+        _save_page_meta(store, source, fetched)
+        status = store.status(name)
+        events = _events(source, changes, now, backfill=backfill)
+        if status is not None and status.ok is False:
+            events.append(
+                Event(
+                    name,
+                    now,
+                    "recovered",
+                    data={"after": status.error, "failures": status.consecutive_failures},
+                )
+            )
+        for event in events:
+            store.add_event(event)
+        store.log_fetches(name, now, logs)
+        store.record_poll(
+            name, now, ok=True, error=None, new=len(changes.new), updated=len(changes.updated)
+        )
+        _write_feeds(ctx, source, changed=bool(changes.new or changes.updated or changes.removed))
+    if ctx.on_events is not None:
+        ctx.on_events(source, [] if backfill else events)
+    seen = len(changes.seen) + sum(len(i.links) for i in fetched if i.extraction is None)
+    return PollResult(
+        source=name,
+        ok=True,
+        new=len(changes.new),
+        updated=len(changes.updated),
+        seen=seen,
+        pages=len(fetched),
+        not_modified=sum(1 for i in fetched if i.page.not_modified),
+    )
+
+
+def _events(source: Source, changes: diff.Changes, now: datetime, *, backfill: bool) -> list[Event]:
+    name = source.name
+    events = [
+        Event(name, now, "new", e.link, {"title": e.title, "backfill": backfill})
+        for e in changes.new
+    ]
+    for old, new in changes.updated:
+        fields = [f for f in ("title", "teaser_text") if getattr(old, f) != getattr(new, f)]
+        events.append(
+            Event(
+                name,
+                now,
+                "updated",
+                new.link,
+                {
+                    "title": new.title,
+                    "fields": [f.removesuffix("_text") for f in fields],
+                    "title_diff": diff.word_diff(old.title, new.title)
+                    if "title" in fields
+                    else None,
+                    "teaser_diff": diff.word_diff(old.teaser_text, new.teaser_text)
+                    if "teaser_text" in fields
+                    else None,
+                },
+            )
+        )
+    events.extend(
+        Event(name, now, "removed", e.link, {"title": e.title, "dropped": source.drop_removed})
+        for e in changes.removed
+    )
+    return events
+
+
+def _save_page_meta(store: Store, source: Source, fetched: Sequence[_Fetched]) -> None:
+    """Remember each page's links and next page, so an unchanged page needs no parse."""
+    meta = store.source_meta(source.name)
+    page_links = dict(meta.get("page_links", {}))
+    page_next = dict(meta.get("page_next", {}))
+    title = meta.get("page_title")
+    for i, item in enumerate(fetched):
+        if item.extraction is None:
+            continue
+        page_links[item.page.url] = item.links
+        page_next[item.page.url] = item.extraction.next_page
+        if i == 0 and item.extraction.page_title:
+            title = item.extraction.page_title
+    store.save_source_meta(
+        source.name, {"page_links": page_links, "page_next": page_next, "page_title": title}
+    )
+
+
+def feed_meta(config: Config, source: Source, store: Store) -> feeds.FeedMeta:
+    meta = store.source_meta(source.name)
+    updated = store.last_change(source.name) or datetime(1970, 1, 1, tzinfo=UTC)
+    return feeds.FeedMeta(
+        name=source.name,
+        title=source.title or meta.get("page_title") or source.name,
+        site_url=source.url,
+        base_url=config.base_url,
+        updated=updated,
+        description=f"{source.title or meta.get('page_title') or source.name} (via feedwatch)",
+        announce_updates=source.announce_updates,
+    )
+
+
+def _render_key(config: Config, source: Source, meta: feeds.FeedMeta) -> str:
+    """What, besides the entries, changes the feed bytes: re-render when it moves."""
+    return "|".join(
+        map(
+            str,
+            (
+                meta.title,
+                meta.site_url,
+                meta.base_url,
+                source.max_entries,
+                source.math,
+                source.announce_updates,
+            ),
+        )
+    )
+
+
+def _write_feeds(ctx: Context, source: Source, *, changed: bool) -> None:
+    store = ctx.store
+    meta = feed_meta(ctx.config, source, store)
+    key = _render_key(ctx.config, source, meta)
+    out = ctx.config.output_dir
+    paths = [out / f"{source.name}.{ext}" for ext in ("rss", "atom", "json")]
+    stored_key = store.source_meta(source.name).get("render_key")
+    if not changed and stored_key == key and all(p.exists() for p in paths):
+        return
+    entries = store.feed_entries(source.name, source.max_entries)
+    if source.math == "mathml":
+        entries = [
+            replace(
+                e,
+                teaser_html=mathml.latex_to_mathml(e.teaser_html),
+                content_html=mathml.latex_to_mathml(e.content_html) if e.content_html else None,
+            )
+            for e in entries
+        ]
+    out.mkdir(parents=True, exist_ok=True)
+    feeds.write_feeds(out, meta, entries)
+    store.save_source_meta(source.name, {"render_key": key})
+
+
+def _fail(
+    ctx: Context,
+    source: Source,
+    cause: str,
+    logs: Sequence[FetchLog],
+    now: datetime,
+    retry_after: float | None,
+) -> PollResult:
+    """Record a failure without touching entries or feeds; a broken store only logs."""
+    store = ctx.store
+    events: list[Event] = []
+    try:
+        with store.transaction():
+            store.log_fetches(source.name, now, logs)
+            previous = store.status(source.name)
+            failures = (previous.consecutive_failures if previous else 0) + 1
+            store.record_poll(source.name, now, ok=False, error=cause, new=0, updated=0)
+            kind = (
+                "drift"
+                if cause.startswith(("selectors matched no", "no entries found"))
+                else "error"
+            )
+            events.append(
+                Event(source.name, now, kind, data={"cause": cause, "failures": failures})
+            )
+            if failures == ctx.config.failing_after:
+                events.append(
+                    Event(source.name, now, "failing", data={"cause": cause, "failures": failures})
+                )
+            for event in events:
+                store.add_event(event)
+    except Exception:
+        log.exception("%s: could not record the failure", source.name)
+    if ctx.on_events is not None:
+        ctx.on_events(source, events)
+    return PollResult(source=source.name, ok=False, error=cause, retry_after=retry_after)
+
+
+async def refresh(
+    config: Config,
+    sources: Sequence[Source],
+    *,
+    full: bool = False,
+    store: Store | None = None,
+    on_events: Callable[[Source, list[Event]], None] | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> list[PollResult]:
+    """Poll the given sources once, concurrently, and rewrite the OPML index."""
+    own_store = store is None
+    store = store or Store(config.state)
+    try:
+        async with Fetcher(max_connections=config.concurrency) as fetcher:
+            ctx = Context(config=config, store=store, fetcher=fetcher, on_events=on_events)
+            if now is not None:
+                ctx.now = now
+            gate = asyncio.Semaphore(config.concurrency)
+
+            async def bounded(source: Source) -> PollResult:
+                async with gate:
+                    return await poll_source(ctx, source, full=full)
+
+            results = await asyncio.gather(*(bounded(s) for s in sources))
+        write_opml(config, store)
+        return list(results)
+    finally:
+        if own_store:
+            store.close()
+
+
+def write_opml(config: Config, store: Store) -> None:
+    """The OPML index lists every configured source whose feed exists."""
+    metas = [
+        feed_meta(config, s, store)
+        for s in config.sources
+        if (config.output_dir / f"{s.name}.atom").exists()
+    ]
+    try:
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        feeds.write_if_changed(
+            config.output_dir / "index.opml", feeds.render_opml(metas, config.base_url)
+        )
+    except OSError as err:
+        log.error("cannot write index.opml: %s", err.strerror or err)

@@ -1,0 +1,711 @@
+"""The SQLite store (state.db): the only module that speaks SQL.
+
+Several processes share the file (the daemon and `feedwatch refresh`), so the
+connection runs in WAL mode with a 30 s busy timeout, and every write happens
+inside ``BEGIN IMMEDIATE``: a second writer waits for the first instead of
+failing half-way with "database is locked". A poll's writes go into one
+`transaction()`, so a crash leaves the store as it was before that poll.
+
+Times are stored as fixed-width UTC ISO 8601 text, which sorts as text;
+`published` also keeps the page's own offset for display.
+
+sqlite-utils builds the schema and does the append-only inserts (events, fetch
+log). The per-poll entry writes are hand-written single statements run with
+executemany: sqlite-utils' upsert introspects the schema on every call and, on
+a fresh connection, probes ON CONFLICT support with a throw-away table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, overload
+
+import sqlite_utils
+from sqlite_utils.db import DescIndex
+
+from feedwatch.models import Entry, Event, FetchLog, SourceStatus, Validators
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30.0
+FETCH_LOG_KEEP = 1000
+"""Fetch-log rows kept per source: enough to debug weeks of polls, never unbounded."""
+
+_ENTRY_COLUMNS = (
+    "source",
+    "link",
+    "title",
+    "title_is_fallback",
+    "teaser_html",
+    "teaser_text",
+    "author",
+    "published",
+    "published_local",
+    "date_exact",
+    "first_seen",
+    "last_seen",
+    "updated",
+    "fingerprint",
+    "content_html",
+)
+_ENTRY_SELECT = "SELECT " + ", ".join(_ENTRY_COLUMNS) + " FROM entries"
+_ENTRY_VALUES = (
+    f"INSERT INTO entries ({', '.join(_ENTRY_COLUMNS)})"
+    f" VALUES ({', '.join(':' + column for column in _ENTRY_COLUMNS)})"
+    " ON CONFLICT (source, link)"
+)
+_ENTRY_INSERT = _ENTRY_VALUES + " DO NOTHING"
+_ENTRY_UPSERT = (
+    _ENTRY_VALUES
+    + " DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _ENTRY_COLUMNS[2:])
+)
+_REVISION_INSERT = (
+    "INSERT INTO revisions (source, link, at, title, title_is_fallback, teaser_text,"
+    " teaser_html, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STATUS_COLUMNS = "last_poll, ok, error, consecutive_failures, last_new, next_poll, meta"
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written (locked too long, disk full, corrupt…)."""
+
+
+@overload
+def _safe(text: str) -> str: ...
+@overload
+def _safe(text: None) -> None: ...
+def _safe(text: str | None) -> str | None:
+    """Text SQLite can store.
+
+    A lone surrogate (a numeric entity like ``&#xD800;`` on a hostile page)
+    cannot be encoded as UTF-8 and would fail the whole poll; it becomes
+    U+FFFD, and a split surrogate pair becomes its character.
+    """
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _json(value: Any) -> str:
+    return _safe(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.utcoffset() is None:
+        raise ValueError(f"naive datetime {moment!r}: the store only takes aware datetimes")
+    return moment
+
+
+def _utc(moment: datetime) -> str:
+    return _aware(moment).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _utc_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else _utc(moment)
+
+
+def _local(moment: datetime) -> str:
+    return _aware(moment).isoformat(timespec="microseconds")
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _entry_row(entry: Entry) -> dict[str, Any]:
+    return {
+        "source": entry.source,
+        "link": _safe(entry.link),
+        "title": _safe(entry.title),
+        "title_is_fallback": int(entry.title_is_fallback),
+        "teaser_html": _safe(entry.teaser_html),
+        "teaser_text": _safe(entry.teaser_text),
+        "author": _safe(entry.author),
+        "published": _utc(entry.published),
+        "published_local": _local(entry.published),
+        "date_exact": int(entry.date_exact),
+        "first_seen": _utc(entry.first_seen),
+        "last_seen": _utc(entry.last_seen),
+        "updated": _utc(entry.updated),
+        "fingerprint": entry.fingerprint,
+        "content_html": _safe(entry.content_html),
+    }
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    values = dict(zip(_ENTRY_COLUMNS, row, strict=True))
+    return Entry(
+        source=values["source"],
+        link=values["link"],
+        title=values["title"],
+        title_is_fallback=bool(values["title_is_fallback"]),
+        teaser_html=values["teaser_html"],
+        teaser_text=values["teaser_text"],
+        author=values["author"],
+        published=datetime.fromisoformat(values["published_local"]),
+        date_exact=bool(values["date_exact"]),
+        first_seen=datetime.fromisoformat(values["first_seen"]),
+        last_seen=datetime.fromisoformat(values["last_seen"]),
+        updated=datetime.fromisoformat(values["updated"]),
+        fingerprint=values["fingerprint"],
+        content_html=values["content_html"],
+    )
+
+
+def _status(name: str, row: Sequence[Any] | None, entries: int) -> SourceStatus:
+    if row is None:
+        return SourceStatus(
+            source=name,
+            last_poll=None,
+            ok=None,
+            error=None,
+            consecutive_failures=0,
+            entries=entries,
+            last_new=None,
+        )
+    last_poll, ok, error, failures, last_new, next_poll, meta = row
+    title = json.loads(meta).get("title") if meta else None
+    return SourceStatus(
+        source=name,
+        last_poll=_time(last_poll),
+        ok=None if ok is None else bool(ok),
+        error=error,
+        consecutive_failures=failures or 0,
+        entries=entries,
+        last_new=_time(last_new),
+        next_poll=_time(next_poll),
+        title=title if isinstance(title, str) else None,
+    )
+
+
+class Store:
+    """One connection to state.db, safe to share between threads of one process.
+
+    Calls are serialised by a lock held for a whole `transaction()`, so a
+    thread never writes into another thread's open transaction. Do not await
+    inside a transaction: coroutines share a thread, and the lock cannot tell
+    them apart.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self._lock = threading.RLock()
+        target = str(path)
+        try:
+            if target != ":memory:":
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                target,
+                timeout=BUSY_TIMEOUT_S,  # sets SQLite's busy_timeout
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open {target}: {exc}") from exc
+        try:
+            self._configure()
+            self._db = sqlite_utils.Database(self._conn, execute_plugins=False)
+            with self.transaction(), self._errors():
+                self._create_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _configure(self) -> None:
+        with self._errors():
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode not in ("wal", "memory"):
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is crash-safe in WAL mode (only a power cut can lose the last commits).
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _create_schema(self) -> None:
+        db = self._db
+        db["schema_version"].create({"version": int}, if_not_exists=True)
+        row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0] or 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state.db has schema version {version}, newer than this feedwatch"
+                f" ({SCHEMA_VERSION}): upgrade feedwatch"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        db["entries"].create(
+            {
+                "source": str,
+                "link": str,
+                "title": str,
+                "title_is_fallback": int,
+                "teaser_html": str,
+                "teaser_text": str,
+                "author": str,
+                "published": str,
+                "published_local": str,
+                "date_exact": int,
+                "first_seen": str,
+                "last_seen": str,
+                "updated": str,
+                "fingerprint": str,
+                "content_html": str,
+            },
+            pk=("source", "link"),
+            not_null={"source", "link", "title", "published", "first_seen", "fingerprint"},
+            if_not_exists=True,
+        )
+        db["entries"].create_index(
+            ["source", DescIndex("published"), DescIndex("first_seen"), "link"],
+            index_name="entries_feed_order",
+            if_not_exists=True,
+        )
+        db["entries"].create_index(
+            ["source", "updated"], index_name="entries_updated", if_not_exists=True
+        )
+        db["revisions"].create(
+            {
+                "id": int,
+                "source": str,
+                "link": str,
+                "at": str,
+                "title": str,
+                "title_is_fallback": int,
+                "teaser_text": str,
+                "teaser_html": str,
+                "fingerprint": str,
+            },
+            pk="id",
+            foreign_keys=[(("source", "link"), "entries", ("source", "link"))],
+            if_not_exists=True,
+        )
+        db["revisions"].create_index(
+            ["source", "link", "at"], index_name="revisions_entry", if_not_exists=True
+        )
+        db["fetch_log"].create(
+            {
+                "id": int,
+                "source": str,
+                "at": str,
+                "url": str,
+                "status": int,
+                "size": int,
+                "elapsed": float,
+                "error": str,
+            },
+            pk="id",
+            if_not_exists=True,
+        )
+        db["fetch_log"].create_index(
+            ["source", "id"], index_name="fetch_log_source", if_not_exists=True
+        )
+        db["pages"].create(
+            {"url": str, "etag": str, "last_modified": str, "body_hash": str},
+            pk="url",
+            if_not_exists=True,
+        )
+        db["sources"].create(
+            {
+                "name": str,
+                "last_poll": str,
+                "ok": int,
+                "error": str,
+                "consecutive_failures": int,
+                "last_new": str,
+                "last_updated": str,
+                "next_poll": str,
+                "first_page": str,
+                "meta": str,
+            },
+            pk="name",
+            defaults={"consecutive_failures": 0},
+            not_null={"consecutive_failures"},
+            if_not_exists=True,
+        )
+        db["events"].create(
+            {"id": int, "source": str, "at": str, "kind": str, "link": str, "data": str},
+            pk="id",
+            not_null={"source", "at", "kind"},
+            if_not_exists=True,
+        )
+        db["events"].create_index(
+            ["source", DescIndex("at"), DescIndex("id")],
+            index_name="events_newest",
+            if_not_exists=True,
+        )
+        self._conn.execute("DELETE FROM schema_version")
+        self._conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise StoreError(str(exc)) from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT; ROLLBACK on any exception, which is re-raised.
+
+        IMMEDIATE takes the write lock up front, so waiting for another writer
+        goes through the busy timeout; a deferred transaction that upgrades
+        from read to write could fail at once instead.
+        """
+        with self._lock:
+            if self._conn.in_transaction:
+                raise StoreError("transaction already open (nesting is not supported)")
+            with self._errors():
+                self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """Join the caller's transaction, or make the single write its own."""
+        with self._lock:
+            if self._conn.in_transaction:
+                with self._errors():
+                    yield
+            else:
+                with self.transaction(), self._errors():
+                    yield
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[None]:
+        with self._lock, self._errors():
+            yield
+
+    def check(self) -> str:
+        """`PRAGMA integrity_check`: "ok", or the problems found, one per line."""
+        with self._read():
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(row[0]) for row in rows)
+
+    def page_state(self, url: str) -> Validators | None:
+        with self._read():
+            row = self._conn.execute(
+                "SELECT etag, last_modified, body_hash FROM pages WHERE url = ?", (_safe(url),)
+            ).fetchone()
+        return None if row is None else Validators(*row)
+
+    def save_page_state(self, url: str, validators: Validators) -> None:
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO pages (url, etag, last_modified, body_hash) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (url) DO UPDATE SET etag = excluded.etag,"
+                " last_modified = excluded.last_modified, body_hash = excluded.body_hash",
+                (
+                    _safe(url),
+                    _safe(validators.etag),
+                    _safe(validators.last_modified),
+                    validators.body_hash,
+                ),
+            )
+
+    def entries(self, source: str) -> dict[str, Entry]:
+        with self._read():
+            rows = self._conn.execute(_ENTRY_SELECT + " WHERE source = ?", (source,)).fetchall()
+        return {row[1]: _entry(row) for row in rows}
+
+    def count_entries(self, source: str) -> int:
+        with self._read():
+            row = self._conn.execute(
+                "SELECT count(*) FROM entries WHERE source = ?", (source,)
+            ).fetchone()
+        return int(row[0])
+
+    def add_entries(self, entries: Sequence[Entry]) -> None:
+        """Insert new entries; one already stored (by another process) keeps its row."""
+        if not entries:
+            return
+        rows = [_entry_row(entry) for entry in entries]
+        with self._write():
+            # Not INSERT OR IGNORE, which would also drop rows that break NOT NULL.
+            self._conn.executemany(_ENTRY_INSERT, rows)
+
+    def update_entries(self, changes: Sequence[tuple[Entry, Entry]], at: datetime) -> None:
+        """Store each new version and keep the old title/teaser as a revision at `at`."""
+        if not changes:
+            return
+        entry_rows = [_entry_row(new) for _, new in changes]
+        revision_rows = [
+            (
+                old.source,
+                _safe(old.link),
+                _utc(at),
+                _safe(old.title),
+                int(old.title_is_fallback),
+                _safe(old.teaser_text),
+                _safe(old.teaser_html),
+                old.fingerprint,
+            )
+            for old, _ in changes
+        ]
+        with self._write():
+            self._conn.executemany(_ENTRY_UPSERT, entry_rows)
+            self._conn.executemany(_REVISION_INSERT, revision_rows)
+
+    def touch_entries(self, source: str, links: Sequence[str], at: datetime) -> None:
+        if not links:
+            return
+        with self._write():
+            self._conn.execute(
+                "UPDATE entries SET last_seen = ? WHERE source = ?"
+                " AND link IN (SELECT value FROM json_each(?))",
+                (_utc(at), source, _json(list(links))),
+            )
+
+    def delete_entries(self, source: str, links: Sequence[str]) -> None:
+        """Forget entries and their revisions (history events stay)."""
+        if not links:
+            return
+        params = (source, _json(list(links)))
+        with self._write():
+            for table in ("revisions", "entries"):
+                self._conn.execute(
+                    f"DELETE FROM {table} WHERE source = ?"
+                    " AND link IN (SELECT value FROM json_each(?))",
+                    params,
+                )
+
+    def revisions(self, source: str, link: str) -> list[dict[str, Any]]:
+        """Earlier versions of one entry, oldest first; `at` is when each was replaced."""
+        with self._read():
+            rows = self._conn.execute(
+                "SELECT at, title, title_is_fallback, teaser_text, teaser_html, fingerprint"
+                " FROM revisions WHERE source = ? AND link = ? ORDER BY at, id",
+                (source, _safe(link)),
+            ).fetchall()
+        return [
+            {
+                "at": datetime.fromisoformat(at),
+                "title": title,
+                "title_is_fallback": bool(fallback),
+                "teaser_text": teaser_text,
+                "teaser_html": teaser_html,
+                "fingerprint": fp,
+            }
+            for at, title, fallback, teaser_text, teaser_html, fp in rows
+        ]
+
+    def feed_entries(self, source: str, limit: int) -> list[Entry]:
+        """The newest `limit` entries: published desc, then first_seen desc, then link."""
+        with self._read():
+            rows = self._conn.execute(
+                _ENTRY_SELECT + " WHERE source = ?"
+                " ORDER BY published DESC, first_seen DESC, link LIMIT ?",
+                (source, max(limit, 0)),
+            ).fetchall()
+        return [_entry(row) for row in rows]
+
+    def last_change(self, source: str) -> datetime | None:
+        with self._read():
+            row = self._conn.execute(
+                "SELECT max(updated) FROM entries WHERE source = ?", (source,)
+            ).fetchone()
+        return _time(row[0])
+
+    def log_fetches(self, source: str, at: datetime, logs: Sequence[FetchLog]) -> None:
+        """Append one poll's requests, dropping the source's oldest beyond FETCH_LOG_KEEP."""
+        if not logs:
+            return
+        rows = [
+            {
+                "source": source,
+                "at": _utc(at),
+                "url": _safe(log.url),
+                "status": log.status,
+                "size": log.size,
+                "elapsed": log.elapsed,
+                "error": _safe(log.error),
+            }
+            for log in logs
+        ]
+        with self._write():
+            self._db["fetch_log"].insert_all(rows, pk="id")
+            self._conn.execute(
+                "DELETE FROM fetch_log WHERE source = ? AND id <= (SELECT id FROM fetch_log"
+                " WHERE source = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (source, source, FETCH_LOG_KEEP),
+            )
+
+    def fetches(self, source: str, limit: int = 50) -> list[tuple[datetime, FetchLog]]:
+        """The source's most recent requests, newest first, with the time of their poll."""
+        with self._read():
+            rows = self._conn.execute(
+                "SELECT at, url, status, size, elapsed, error FROM fetch_log"
+                " WHERE source = ? ORDER BY id DESC LIMIT ?",
+                (source, max(limit, 0)),
+            ).fetchall()
+        return [(datetime.fromisoformat(row[0]), FetchLog(*row[1:])) for row in rows]
+
+    def record_poll(
+        self,
+        source: str,
+        at: datetime,
+        *,
+        ok: bool,
+        error: str | None,
+        new: int,
+        updated: int,
+        next_poll: datetime | None = None,
+    ) -> None:
+        """Remember a poll's outcome; `next_poll=None` leaves the scheduled time as it was."""
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO sources (name, last_poll, ok, error, consecutive_failures,"
+                " last_new, last_updated, next_poll) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET last_poll = excluded.last_poll,"
+                " ok = excluded.ok, error = excluded.error,"
+                " consecutive_failures = CASE WHEN excluded.ok THEN 0"
+                " ELSE sources.consecutive_failures + 1 END,"
+                " last_new = coalesce(excluded.last_new, sources.last_new),"
+                " last_updated = coalesce(excluded.last_updated, sources.last_updated),"
+                " next_poll = coalesce(excluded.next_poll, sources.next_poll)",
+                (
+                    source,
+                    _utc(at),
+                    int(ok),
+                    _safe(error),
+                    0 if ok else 1,
+                    _utc(at) if new > 0 else None,
+                    _utc(at) if updated > 0 else None,
+                    _utc_or_none(next_poll),
+                ),
+            )
+
+    def set_next_poll(self, source: str, at: datetime | None) -> None:
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO sources (name, next_poll) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET next_poll = excluded.next_poll",
+                (source, _utc_or_none(at)),
+            )
+
+    def status(self, source: str) -> SourceStatus | None:
+        """None for a source the store has never heard of; title comes from source_meta."""
+        with self._read():
+            row = self._conn.execute(
+                f"SELECT {_STATUS_COLUMNS} FROM sources WHERE name = ?", (source,)
+            ).fetchone()
+            count = self._conn.execute(
+                "SELECT count(*) FROM entries WHERE source = ?", (source,)
+            ).fetchone()[0]
+        if row is None and count == 0:
+            return None
+        return _status(source, row, count)
+
+    def statuses(self) -> list[SourceStatus]:
+        """Every source with a status row or stored entries, by name."""
+        with self._read():
+            rows = self._conn.execute(
+                "WITH names(name) AS (SELECT name FROM sources"
+                " UNION SELECT DISTINCT source FROM entries)"
+                f" SELECT names.name, sources.name IS NOT NULL, {_STATUS_COLUMNS},"
+                " (SELECT count(*) FROM entries WHERE entries.source = names.name)"
+                " FROM names LEFT JOIN sources ON sources.name = names.name"
+                " ORDER BY names.name"
+            ).fetchall()
+        return [_status(row[0], row[2:-1] if row[1] else None, row[-1]) for row in rows]
+
+    def add_event(self, event: Event) -> None:
+        with self._write():
+            self._db["events"].insert(
+                {
+                    "source": event.source,
+                    "at": _utc(event.at),
+                    "kind": _safe(event.kind),
+                    "link": _safe(event.link),
+                    "data": _json(event.data),
+                },
+                pk="id",
+            )
+
+    def events(
+        self, source: str, *, limit: int | None = None, since: datetime | None = None
+    ) -> list[Event]:
+        """History newest first; `since` is inclusive."""
+        sql = "SELECT at, kind, link, data FROM events WHERE source = ?"
+        params: list[Any] = [source]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(_utc(since))
+        sql += " ORDER BY at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(limit, 0))
+        with self._read():
+            rows = self._conn.execute(sql, params).fetchall()
+        return [
+            Event(
+                source=source,
+                at=datetime.fromisoformat(at),
+                kind=kind,
+                link=link,
+                data=json.loads(data) if data else {},
+            )
+            for at, kind, link, data in rows
+        ]
+
+    def first_page(self, source: str) -> list[str]:
+        with self._read():
+            row = self._conn.execute(
+                "SELECT first_page FROM sources WHERE name = ?", (source,)
+            ).fetchone()
+        return json.loads(row[0]) if row and row[0] else []
+
+    def save_first_page(self, source: str, links: Sequence[str]) -> None:
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO sources (name, first_page) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET first_page = excluded.first_page",
+                (source, _json(list(links))),
+            )
+
+    def source_meta(self, source: str) -> dict[str, Any]:
+        with self._read():
+            row = self._conn.execute(
+                "SELECT meta FROM sources WHERE name = ?", (source,)
+            ).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def save_source_meta(self, source: str, meta: Mapping[str, Any]) -> None:
+        """Merge the given keys into the source's meta blob (other keys are kept)."""
+        with self._write():
+            row = self._conn.execute(
+                "SELECT meta FROM sources WHERE name = ?", (source,)
+            ).fetchone()
+            merged = (json.loads(row[0]) if row and row[0] else {}) | dict(meta)
+            self._conn.execute(
+                "INSERT INTO sources (name, meta) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET meta = excluded.meta",
+                (source, _json(merged)),
+            )

@@ -1,0 +1,314 @@
+"""`feedwatch refresh` end to end, against the reference blog's pages on a local site."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import feedparser
+import pytest
+
+from feedwatch import config as config_mod
+from feedwatch.poll import refresh
+from feedwatch.store import Store
+from tests.conftest import kexue_sources, run_cli, write_config
+from tests.site import TRUTH, Site
+
+HOME = ["home-1.html", "home-2.html", "home-3.html"]
+FETCHED_AT = datetime.fromisoformat(TRUTH["pages"]["home-1.html"]["fetched_at"])
+
+
+def truth_entries(*pages: str) -> list[dict[str, Any]]:
+    return [e for p in pages for e in TRUTH["pages"][p]["entries"]]
+
+
+def poll_at(config_path: Path, when: datetime, *names: str) -> list:
+    config = config_mod.load(config_path)
+    sources = [s for s in config.sources if not names or s.name in names]
+    return asyncio.run(refresh(config, sources, now=lambda: when))
+
+
+def stored(config_path: Path, source: str) -> dict:
+    store = Store(config_mod.load(config_path).state)
+    try:
+        return store.entries(source)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def kexue(site: Site, tmp_path: Path) -> Path:
+    site.serve_fixture_site()
+    return write_config(tmp_path, kexue_sources(site))
+
+
+def test_refresh_prints_one_summary_line_per_source(kexue: Path) -> None:
+    result = run_cli("refresh", "--config", str(kexue))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "kexue: 24 new, 0 updated, 0 seen",
+        "math: 8 new, 0 updated, 0 seen",
+    ]
+
+
+def test_config_option_is_accepted_before_the_command(kexue: Path) -> None:
+    result = run_cli("--config", str(kexue), "refresh", "math")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["math: 8 new, 0 updated, 0 seen"]
+
+
+def test_every_entry_is_found_once_with_its_truth_link(kexue: Path, site: Site) -> None:
+    poll_at(kexue, FETCHED_AT)
+    assert sorted(stored(kexue, "kexue")) == sorted(
+        site.local(e["link"]) for e in truth_entries(*HOME)
+    )
+    math = truth_entries("category-1.html")
+    assert sorted(stored(kexue, "math")) == sorted(site.local(e["link"]) for e in math)
+
+
+def test_titles_equal_truth_and_missing_titles_come_from_the_teaser(
+    kexue: Path, site: Site
+) -> None:
+    poll_at(kexue, FETCHED_AT)
+    entries = stored(kexue, "kexue") | stored(kexue, "math")
+    for truth in truth_entries(*HOME, "category-1.html"):
+        entry = entries[site.local(truth["link"])]
+        if truth["title"]:
+            assert entry.title == truth["title"]
+            assert not entry.title_is_fallback
+        else:
+            first = truth["teaser_first_sentence"]
+            assert entry.title_is_fallback
+            assert entry.title.rstrip("…") and first.startswith(entry.title.rstrip("…"))
+
+
+def test_home_page_one_dates_get_their_exact_years(kexue: Path, site: Site) -> None:
+    poll_at(kexue, FETCHED_AT)
+    entries = stored(kexue, "kexue")
+    for truth in truth_entries("home-1.html"):
+        published = entries[site.local(truth["link"])].published
+        assert published.date().isoformat() == truth["date_full"]
+        assert published.utcoffset() == timedelta(hours=8)
+
+
+def test_inferred_dates_are_exact_where_the_first_seen_rule_can_know(
+    kexue: Path, site: Site
+) -> None:
+    poll_at(kexue, FETCHED_AT)
+    entries = stored(kexue, "kexue")
+    for truth in truth_entries(*HOME):
+        published = entries[site.local(truth["link"])].published
+        assert published <= FETCHED_AT + timedelta(days=1)
+        if truth["naive_date_correct"]:
+            assert published.date().isoformat() == truth["date_full"]
+
+
+def test_category_entries_carry_full_dates_and_authors(kexue: Path, site: Site) -> None:
+    poll_at(kexue, datetime.fromisoformat(TRUTH["pages"]["category-1.html"]["fetched_at"]))
+    entries = stored(kexue, "math")
+    for truth in truth_entries("category-1.html"):
+        entry = entries[site.local(truth["link"])]
+        assert entry.author == truth["author"]
+        if truth["datetime_attr"]:
+            assert entry.published == datetime.fromisoformat(truth["datetime_attr"])
+            assert entry.date_exact
+
+
+def test_teasers_keep_their_first_sentence_without_read_more_links(kexue: Path, site: Site) -> None:
+    poll_at(kexue, FETCHED_AT)
+    entries = stored(kexue, "kexue") | stored(kexue, "math")
+    for truth in truth_entries(*HOME, "category-1.html"):
+        entry = entries[site.local(truth["link"])]
+        assert "点击阅读全文" not in entry.teaser_html
+        assert "<script" not in entry.teaser_html
+        if truth["teaser_first_sentence"]:
+            assert truth["teaser_first_sentence"] in entry.teaser_text
+
+
+def test_teaser_images_have_absolute_urls(kexue: Path, site: Site) -> None:
+    poll_at(kexue, FETCHED_AT)
+    entries = stored(kexue, "kexue")
+    for truth in truth_entries(*HOME):
+        for image in truth["images"]:
+            assert f'src="{site.local(image)}"' in entries[site.local(truth["link"])].teaser_html
+
+
+def test_written_feeds_parse_cleanly_and_list_every_entry(kexue: Path, site: Site) -> None:
+    poll_at(kexue, FETCHED_AT)
+    feeds = kexue.parent / "feeds"
+    links = {site.local(e["link"]) for e in truth_entries(*HOME)}
+    for ext in ("rss", "atom"):
+        parsed = feedparser.parse((feeds / f"kexue.{ext}").read_bytes())
+        assert parsed.bozo == 0, (ext, parsed.get("bozo_exception"))
+        assert {e.link for e in parsed.entries} == links
+    items = json.loads((feeds / "kexue.json").read_text(encoding="utf-8"))["items"]
+    assert {item["url"] for item in items} == links
+    opml = (feeds / "index.opml").read_text(encoding="utf-8")
+    assert "kexue.atom" in opml and "math.atom" in opml
+
+
+def test_feed_lists_newest_entries_first(kexue: Path) -> None:
+    poll_at(kexue, FETCHED_AT)
+    parsed = feedparser.parse((kexue.parent / "feeds" / "kexue.atom").read_bytes())
+    published = [e.published_parsed for e in parsed.entries]
+    assert published == sorted(published, reverse=True)
+
+
+def test_second_refresh_is_conditional_and_rewrites_nothing(kexue: Path, site: Site) -> None:
+    assert run_cli("refresh", "--config", str(kexue)).exit_code == 0
+    feeds = kexue.parent / "feeds"
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in feeds.iterdir()}
+    second = run_cli("refresh", "--config", str(kexue))
+    assert second.exit_code == 0
+    assert second.stdout.splitlines()[0].startswith("kexue: 0 new, 0 updated")
+    home = site.requests_to("/")
+    assert home[-1].headers.get("if-none-match") and home[-1].status == 304
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in feeds.iterdir()}
+    assert after == before
+
+
+def test_last_modified_is_sent_back_verbatim(kexue: Path, site: Site) -> None:
+    site.routes["/category/Mathematics/"].last_modified = "Sun, 07 Oct 2018 13:16:00 GMT"
+    run_cli("refresh", "--config", str(kexue), "math")
+    run_cli("refresh", "--config", str(kexue), "math")
+    sent = site.requests_to("/category/Mathematics/")[-1].headers
+    assert sent.get("if-modified-since") == "Sun, 07 Oct 2018 13:16:00 GMT"
+
+
+def test_a_new_post_on_the_page_is_exactly_one_new_entry(kexue: Path, site: Site) -> None:
+    run_cli("refresh", "--config", str(kexue))
+    page = site.routes["/"].body.decode()
+    post = (
+        '<div class="post" id="post-99999"><div class="post-date"><span class="day">9</span> '
+        '<span class="month">May</span></div><h2 class="post-title"><a href="/archives/99999">'
+        '一个新的帖子</a></h2><div class="post-body"><p>新内容。</p></div></div>'
+    )
+    marker = '<div class="pagination" role="navigation">'
+    site.put("/", page.replace(marker, post + marker, 1))
+    result = run_cli("refresh", "--config", str(kexue), "kexue")
+    assert result.stdout.splitlines() == ["kexue: 1 new, 0 updated, 16 seen"]
+    atom = feedparser.parse((kexue.parent / "feeds" / "kexue.atom").read_bytes())
+    assert site.url("/archives/99999") in {e.link for e in atom.entries}
+
+
+def test_an_edited_teaser_is_one_update_with_a_revision(kexue: Path, site: Site) -> None:
+    run_cli("refresh", "--config", str(kexue))
+    page = site.routes["/"].body.decode()
+    first = TRUTH["pages"]["home-1.html"]["entries"][1]["teaser_first_sentence"]
+    site.put("/", page.replace("尺度定律(Scaling Law),指的是", "尺度定律(Scaling Law),说的是", 1))
+    assert first.startswith("尺度定律(Scaling Law),指的是")
+    result = run_cli("refresh", "--config", str(kexue), "kexue")
+    assert result.stdout.splitlines() == ["kexue: 0 new, 1 updated, 15 seen"]
+    store = Store(config_mod.load(kexue).state)
+    try:
+        revisions = store.revisions("kexue", site.url("/archives/9607"))
+    finally:
+        store.close()
+    assert len(revisions) == 1
+
+
+def test_a_changed_view_counter_is_not_an_update(kexue: Path, site: Site) -> None:
+    run_cli("refresh", "--config", str(kexue), "math")
+    page = site.routes["/category/Mathematics/"].body.decode()
+    assert "154085位读者" in page
+    site.put("/category/Mathematics/", page.replace("154085位读者", "154999位读者"))
+    result = run_cli("refresh", "--config", str(kexue), "math")
+    assert result.stdout.splitlines() == ["math: 0 new, 0 updated, 8 seen"]
+
+
+def test_a_gbk_page_is_decoded(site: Site, tmp_path: Path) -> None:
+    html = site.fixture("category-1.html").replace('charset="UTF-8"', 'charset="gbk"')
+    assert 'charset="gbk"' in html
+    site.put("/gbk/", html.encode("gb18030"), content_type="text/html")
+    config = write_config(tmp_path, kexue_sources(site).replace("/category/Mathematics/", "/gbk/"))
+    assert run_cli("refresh", "--config", str(config), "math").exit_code == 0
+    titles = {e.title for e in stored(config, "math").values()}
+    assert "深度学习中的Lipschitz约束:泛化与生成模型" in titles
+
+
+def test_a_failing_source_keeps_its_feed_while_others_refresh(kexue: Path, site: Site) -> None:
+    run_cli("refresh", "--config", str(kexue))
+    feed = kexue.parent / "feeds" / "math.atom"
+    before = feed.read_bytes()
+    site.put("/category/Mathematics/", "oops", status=500)
+    site.put("/", site.routes["/"].body.decode().replace("从JL引理看熵不变性Attention", "新标题"))
+    result = run_cli("refresh", "--config", str(kexue))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "kexue: 0 new, 1 updated, 15 seen",
+        "math: error: HTTP 500",
+    ]
+    assert feed.read_bytes() == before
+    assert len(stored(kexue, "math")) == 8
+
+
+def test_selectors_matching_nothing_fail_the_source_and_keep_the_feed(
+    kexue: Path, site: Site
+) -> None:
+    run_cli("refresh", "--config", str(kexue), "math")
+    site.put("/category/Mathematics/", "<html><body><p>redesigned</p></body></html>")
+    result = run_cli("refresh", "--config", str(kexue), "math")
+    assert result.exit_code == 1
+    assert result.stdout.startswith("math: error: selectors matched no entries")
+    assert len(stored(kexue, "math")) == 8
+
+
+def test_pagination_never_fetches_the_same_url_twice(site: Site, tmp_path: Path) -> None:
+    site.serve_fixture_site()
+    loop = site.fixture("home-3.html").replace('href="/page/4/"', f'href="{site.url("/")}"')
+    site.put("/page/3/", loop)
+    config = write_config(tmp_path, kexue_sources(site, home_pages=10))
+    assert run_cli("refresh", "--config", str(config), "kexue").exit_code == 0
+    assert len(site.requests_to("/")) == 1
+
+
+def test_later_polls_stop_at_the_first_unchanged_page(kexue: Path, site: Site) -> None:
+    run_cli("refresh", "--config", str(kexue), "kexue")
+    assert len(site.requests_to("/page/3/")) == 1
+    page = site.routes["/"].body.decode()
+    site.put("/", page.replace("从JL引理看熵不变性Attention", "新标题"))
+    run_cli("refresh", "--config", str(kexue), "kexue")
+    assert len(site.requests_to("/page/2/")) == 2
+    assert len(site.requests_to("/page/3/")) == 1
+    run_cli("refresh", "--full", "--config", str(kexue), "kexue")
+    assert len(site.requests_to("/page/3/")) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('select = { entry = "div.post", title = "h2[" }', "sources[math].select.title"),
+        ('colour = "blue"', "sources[math].colour: unknown key"),
+        ('interval = "soon"', "sources[math].interval"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_key_and_writes_nothing(
+    site: Site, tmp_path: Path, body: str, named: str
+) -> None:
+    config = write_config(
+        tmp_path, f'[[sources]]\nname = "math"\nurl = "{site.url("/")}"\n{body}\n'
+    )
+    result = run_cli("refresh", "--config", str(config))
+    assert result.exit_code == 2
+    assert named in result.stderr
+    assert site.requests == []
+    assert not (tmp_path / "state.db").exists() and not (tmp_path / "feeds").exists()
+
+
+def test_duplicate_source_names_exit_2(site: Site, tmp_path: Path) -> None:
+    source = f'[[sources]]\nname = "math"\nurl = "{site.url("/")}"\n'
+    result = run_cli("refresh", "--config", str(write_config(tmp_path, source + source)))
+    assert result.exit_code == 2
+    assert "duplicate source name 'math'" in result.stderr
+
+
+def test_store_holds_no_duplicate_entries_after_repeated_refreshes(kexue: Path) -> None:
+    for _ in range(3):
+        run_cli("refresh", "--full", "--config", str(kexue))
+    db = sqlite3.connect(config_mod.load(kexue).state)
+    rows = db.execute("select count(*), count(distinct source || link) from entries").fetchone()
+    assert rows == (32, 32)
