@@ -246,6 +246,20 @@ def diff(
     return Changes(tuple(new), tuple(updated), tuple(seen), removed)
 
 
+def changed_fields(old: Entry, new: Entry) -> tuple[str, ...]:
+    """Which of "title" and "teaser" an update really changed, by fingerprint half.
+
+    The raw text also differs where only ignored or volatile parts moved (a view
+    counter beside a real edit of the other field); naming such a field would be
+    the very noise the fingerprint exists to hide.
+    """
+    halves = {
+        "title": (old.fingerprint[:_HALF], new.fingerprint[:_HALF]),
+        "teaser": (old.fingerprint[_HALF:], new.fingerprint[_HALF:]),
+    }
+    return tuple(field for field, (was, now) in halves.items() if was != now)
+
+
 _CJK = (
     "\u2e80-\u2fff\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
     "\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003134f"

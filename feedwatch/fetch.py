@@ -40,7 +40,8 @@ ACCEPT_ENCODING = "gzip, deflate, br"
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # "default" is whichever transport bench/transport.py showed fastest while passing every
-# test in tests/test_fetch.py: aiohttp, ~10-20x httpx's own pool at 20 requests in flight.
+# test in tests/test_fetch.py: aiohttp, ~3x httpx's own pool per Fetcher.get at 20 requests
+# in flight (~12x for the bare clients; httpx's request/response layer eats the rest).
 TRANSPORTS = ("default", "httpx", "aiohttp")
 DEFAULT_TRANSPORT = "aiohttp"
 

@@ -50,6 +50,7 @@ def compose(source: Source, events: Sequence[Event], failing_after: int) -> Mess
         for e in edited[:MAX_LISTED]:
             fields = ", ".join(e.data.get("fields", []))
             lines.append(f"Updated ({fields}): {e.data.get('title')}\n{e.link}")
+        lines += [f"… and {len(edited) - MAX_LISTED} more"] if len(edited) > MAX_LISTED else []
     if "failing" in wanted and "failing" in kinds:
         cause = next(e.data.get("cause") for e in events if e.kind == "failing")
         parts.append("failing")

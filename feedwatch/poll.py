@@ -101,9 +101,10 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
             async with asyncio.timeout(source.poll_timeout):
                 fetched = await _fetch_index(ctx, source, logs, full=full)
                 entries = _build_entries(ctx, source, fetched, now)
+                fixes: list[Entry] = []
                 if source.detail:
-                    entries = await _add_details(ctx, source, entries, logs, now)
-            result = _commit(ctx, source, fetched, entries, logs, now)
+                    entries, fixes = await _add_details(ctx, source, entries, logs)
+            result = _commit(ctx, source, fetched, entries, fixes, logs, now)
         except (FetchError, PollError, TimeoutError, OSError) as err:
             cause = _cause(err, source)
             result = _fail(ctx, source, cause, logs, now, getattr(err, "retry_after", None))
@@ -306,67 +307,58 @@ def _entry(
 
 
 async def _add_details(
-    ctx: Context, source: Source, entries: list[Entry], logs: list[FetchLog], now: datetime
-) -> list[Entry]:
-    """Fetch each new (or not yet exactly dated) entry's own page once, for its exact date.
+    ctx: Context, source: Source, entries: list[Entry], logs: list[FetchLog]
+) -> tuple[list[Entry], list[Entry]]:
+    """Fetch new entries' own pages once, for their exact date (and author, full text).
 
-    A failed detail fetch leaves the inferred date; it is retried on later polls a
-    bounded number of times (the attempt count lives in the source's meta).
+    Returns the poll's entries with new ones enriched, and corrections for stored
+    entries whose earlier detail fetch failed: those are retried on later polls, a
+    bounded number of times (the attempt count lives in the source's meta), whether
+    or not their index page changed.
     """
     stored = ctx.store.entries(source.name)
-    meta = ctx.store.source_meta(source.name)
-    attempts: dict[str, int] = dict(meta.get("detail_attempts", {}))
-    wanted = [
-        e
-        for e in entries
-        if (
-            e.link not in stored
-            or (not stored[e.link].date_exact and attempts.get(e.link, 0) < DETAIL_ATTEMPTS)
-            or (source.content == "full" and stored[e.link].content_html is None)
-        )
-        and attempts.get(e.link, 0) < DETAIL_ATTEMPTS
-    ]
-    if not wanted:
-        return entries
+    attempts: dict[str, int] = dict(ctx.store.source_meta(source.name).get("detail_attempts", {}))
+    full = source.content == "full"
+
+    def wanted(entry: Entry) -> bool:
+        missing = not entry.date_exact or (full and entry.content_html is None)
+        return missing and attempts.get(entry.link, 0) < DETAIL_ATTEMPTS
+
+    new = [e for e in entries if e.link not in stored and wanted(e)]
+    retry = [e for e in stored.values() if e.link in attempts and wanted(e)]
+    if not new and not retry:
+        return entries, []
     gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
 
-    async def one(entry: Entry) -> tuple[str, detail.Article | None]:
+    async def enrich(entry: Entry) -> Entry:
         async with gate:
             try:
                 page = await _get(ctx, source, entry.link, logs, full=True)
             except FetchError:
-                return entry.link, None
-            return entry.link, detail.parse_article(
-                page.text or "",
-                page.final_url,
-                tz=source.tz,
-                want_content=source.content == "full",
-                content_selector=source.content_selector,
-            )
-
-    found = dict(await asyncio.gather(*(one(e) for e in wanted)))
-    out = []
-    for entry in entries:
-        article = found.get(entry.link, ...)
-        if article is ...:
-            out.append(entry)
-            continue
-        if article is None:
-            attempts[entry.link] = attempts.get(entry.link, 0) + 1
-            out.append(entry)
-            continue
+                attempts[entry.link] = attempts.get(entry.link, 0) + 1
+                return entry
         attempts.pop(entry.link, None)
-        out.append(
-            replace(
-                entry,
-                published=article.published or entry.published,
-                date_exact=entry.date_exact or article.published is not None,
-                author=entry.author or article.author,
-                content_html=article.content_html or entry.content_html,
-            )
+        article = detail.parse_article(
+            page.text or "",
+            page.final_url,
+            tz=source.tz,
+            want_content=full,
+            content_selector=source.content_selector,
         )
+        exact = article.published is not None and not entry.date_exact
+        return replace(
+            entry,
+            published=article.published if exact else entry.published,
+            date_exact=entry.date_exact or exact,
+            author=entry.author or article.author,
+            content_html=article.content_html or entry.content_html,
+        )
+
+    done = await asyncio.gather(*(enrich(e) for e in [*new, *retry]))
+    enriched = {e.link: e for e in done[: len(new)]}
+    fixes = [e for e, old in zip(done[len(new) :], retry, strict=True) if e != old]
     ctx.store.save_source_meta(source.name, {"detail_attempts": attempts})
-    return out
+    return [enriched.get(e.link, e) for e in entries], fixes
 
 
 def _commit(
@@ -374,6 +366,7 @@ def _commit(
     source: Source,
     fetched: Sequence[_Fetched],
     entries: Sequence[Entry],
+    fixes: Sequence[Entry],
     logs: Sequence[FetchLog],
     now: datetime,
 ) -> PollResult:
@@ -392,9 +385,11 @@ def _commit(
             now=now,
             first_page_links=page1_links if first_page.extraction is not None else (),
             previous_first_page=previous_first if first_page.extraction is not None else (),
+            newest_first=_page_order(source, first_page, now),
         )
         store.add_entries(changes.new)
         store.update_entries(changes.updated, now)
+        store.save_details(fixes)
         unchanged_links = [e.link for e in changes.seen]
         for item in fetched:
             if item.extraction is None:
@@ -424,9 +419,11 @@ def _commit(
         store.record_poll(
             name, now, ok=True, error=None, new=len(changes.new), updated=len(changes.updated)
         )
-        _write_feeds(ctx, source, changed=bool(changes.new or changes.updated or changes.removed))
+        _write_feeds(
+            ctx, source, changed=bool(changes.new or changes.updated or changes.removed or fixes)
+        )
     if ctx.on_events is not None:
-        ctx.on_events(source, [] if backfill else events)
+        ctx.on_events(source, [e for e in events if not (e.kind == "new" and backfill)])
     seen = len(changes.seen) + sum(len(i.links) for i in fetched if i.extraction is None)
     return PollResult(
         source=name,
@@ -439,6 +436,30 @@ def _commit(
     )
 
 
+def _page_order(source: Source, first: _Fetched, now: datetime) -> bool | None:
+    """Whether page 1 lists newest first, read from its dates; None when they do not tell.
+
+    Removal detection needs to know which end of page 1 new posts push entries
+    off: most blogs list newest first, the reference blog oldest first. A few
+    entries out of place (a pinned post, "13 Nov" before "16 Oct") do not flip
+    the verdict; a page with fewer than two steps between dates is no evidence.
+    """
+    if first.extraction is None:
+        return None
+    parts = [dates.parse_date(r.date_text, r.date_attr) for r in first.extraction.entries]
+    resolved = dates.resolve_dates(parts, now=now, tz=source.tz)
+    moments = [m for m in resolved if m is not None]
+    down = sum(1 for a, b in zip(moments, moments[1:]) if a > b)
+    up = sum(1 for a, b in zip(moments, moments[1:]) if a < b)
+    if up + down < 2:
+        return None
+    if down > 2 * up:
+        return True
+    if up > 2 * down:
+        return False
+    return None
+
+
 def _events(source: Source, changes: diff.Changes, now: datetime, *, backfill: bool) -> list[Event]:
     name = source.name
     events = [
@@ -446,7 +467,7 @@ def _events(source: Source, changes: diff.Changes, now: datetime, *, backfill: b
         for e in changes.new
     ]
     for old, new in changes.updated:
-        fields = [f for f in ("title", "teaser_text") if getattr(old, f) != getattr(new, f)]
+        fields = diff.changed_fields(old, new)
         events.append(
             Event(
                 name,
@@ -455,12 +476,12 @@ def _events(source: Source, changes: diff.Changes, now: datetime, *, backfill: b
                 new.link,
                 {
                     "title": new.title,
-                    "fields": [f.removesuffix("_text") for f in fields],
+                    "fields": list(fields),
                     "title_diff": diff.word_diff(old.title, new.title)
                     if "title" in fields
                     else None,
                     "teaser_diff": diff.word_diff(old.teaser_text, new.teaser_text)
-                    if "teaser_text" in fields
+                    if "teaser" in fields
                     else None,
                 },
             )

@@ -473,6 +473,30 @@ class Store:
             self._conn.executemany(_ENTRY_UPSERT, entry_rows)
             self._conn.executemany(_REVISION_INSERT, revision_rows)
 
+    def save_details(self, entries: Sequence[Entry]) -> None:
+        """Store what an entry's own page told (date, author, full text): a correction of
+        what the index could not know, not an edit, so no revision is kept."""
+        rows = [
+            (
+                _utc(e.published),
+                _local(e.published),
+                int(e.date_exact),
+                _safe(e.author),
+                _safe(e.content_html),
+                e.source,
+                _safe(e.link),
+            )
+            for e in entries
+        ]
+        if not rows:
+            return
+        with self._write():
+            self._conn.executemany(
+                "UPDATE entries SET published = ?, published_local = ?, date_exact = ?,"
+                " author = ?, content_html = ? WHERE source = ? AND link = ?",
+                rows,
+            )
+
     def touch_entries(self, source: str, links: Sequence[str], at: datetime) -> None:
         if not links:
             return

@@ -8,6 +8,7 @@ oversized body, …) for the failure tests.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -36,6 +37,7 @@ class Route:
     last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
     gzip: bool = False
     fault: Callable[[BaseHTTPRequestHandler], None] | None = None
+    delay: float = 0.0
 
 
 @dataclass
@@ -90,6 +92,10 @@ class Site:
             self.routes[path] = route
         return route
 
+    def redirect(self, path: str, location: str, status: int = 302) -> Route:
+        """A bodiless redirect from `path` to `location` (relative or absolute)."""
+        return self.put(path, b"", status=status, headers={"Location": location})
+
     def requests_to(self, path: str) -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.path == path]
@@ -114,6 +120,8 @@ class Site:
         with self.lock:
             route = self.routes.get(path)
         headers = {k.lower(): v for k, v in handler.headers.items()}
+        if route is not None and route.delay:
+            time.sleep(route.delay)
         if route is None:
             self._record(path, headers, 404)
             _send(handler, 404, b"not found", {"Content-Type": "text/plain"}, head)
@@ -190,6 +198,57 @@ def stall(seconds: float) -> Callable[[BaseHTTPRequestHandler], None]:
         handler.wfile.write(b"<html><body>" + b"x" * 1000)
         handler.wfile.flush()
         time.sleep(seconds)
+        handler.close_connection = True
+
+    return fault
+
+
+def cut_off(sent: bytes, promised: int) -> Callable[[BaseHTTPRequestHandler], None]:
+    """Promise `promised` bytes, send `sent`, hang up: a body cut short by the server."""
+
+    def fault(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(promised))
+        handler.end_headers()
+        handler.wfile.write(sent)
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    return fault
+
+
+def endless(total: int, chunk: int = 64 * 1024) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A chunked body of `total` bytes with no Content-Length to refuse it by: only counting
+    the bytes as they arrive can stop it."""
+
+    def fault(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        piece = b"<p>" + b"x" * (chunk - 7) + b"</p>\n"
+        with contextlib.suppress(OSError):  # the client hangs up at its size cap
+            for _ in range(total // len(piece) + 1):
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            handler.wfile.write(b"0\r\n\r\n")
+        handler.close_connection = True
+
+    return fault
+
+
+def gzip_bomb(inflated: int) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A small gzip body that inflates to `inflated` bytes of HTML-looking whitespace."""
+    body = gzip.compress(b"<html><body>" + b" " * inflated, compresslevel=9)
+
+    def fault(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            handler.wfile.write(body)
         handler.close_connection = True
 
     return fault

@@ -1,0 +1,217 @@
+"""One measured run, in a fresh process: feedwatch's refresh, or the bare floor.
+
+    python bench/worker.py refresh CONFIG
+    python bench/worker.py floor JOBS_JSON --transport aiohttp|httpx --state STATE_JSON
+
+Prints one JSON object. Only the work is timed, not the interpreter start or the imports,
+for both kinds of run alike; the peak RSS (ru_maxrss) is the whole process's.
+
+`refresh` is `feedwatch refresh` minus the argument parsing and the summary lines
+(the same `poll.refresh` call with the same notifier hook), with cheap timers around
+the pipeline's synchronous stages. They keep exclusive time (a stage called inside
+another pauses its caller's clock), so the stages add up; whatever is left of the
+wall time is fetching and the event loop.
+
+`floor` is the least any tool must do for the same result: one shared httpx client
+with the same transport and concurrency, conditional GETs, a selectolax parse and the
+entries' fields picked by the same selectors. No store, no dates, no sanitizing, no feeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+class Stages:
+    """Exclusive wall time per stage of nested synchronous calls."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._stack: list[list[Any]] = []
+
+    def wrap(self, stage: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            now = time.perf_counter()
+            if self._stack:
+                outer = self._stack[-1]
+                self.totals[outer[0]] = self.totals.get(outer[0], 0.0) + now - outer[1]
+            self._stack.append([stage, now])
+            self.calls[stage] = self.calls.get(stage, 0) + 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                end = time.perf_counter()
+                name, start = self._stack.pop()
+                self.totals[name] = self.totals.get(name, 0.0) + end - start
+                if self._stack:
+                    self._stack[-1][1] = end
+
+        return timed
+
+
+def run_refresh(config_path: str) -> dict[str, Any]:
+    from feedwatch import config as config_mod
+    from feedwatch import extract, feeds, poll
+    from feedwatch.notify import Notifier
+    from feedwatch.store import Store
+
+    stages = Stages()
+    counts = {"parses": 0, "feed_files_written": 0}
+    parse = extract.parse
+    write_if_changed = feeds.write_if_changed
+
+    def counted_parse(html: str) -> Any:
+        counts["parses"] += 1
+        return parse(html)
+
+    def counted_write(path: Path, data: bytes) -> bool:
+        written = write_if_changed(path, data)
+        counts["feed_files_written"] += written
+        return written
+
+    extract.parse = counted_parse
+    feeds.write_if_changed = counted_write
+    poll._extract = stages.wrap("parse_extract", poll._extract)
+    poll._build_entries = stages.wrap("dates_diff", poll._build_entries)
+    poll._commit = stages.wrap("store", poll._commit)
+    poll._write_feeds = stages.wrap("feeds", poll._write_feeds)
+    poll.write_opml = stages.wrap("feeds", poll.write_opml)
+    feeds.write_feeds = stages.wrap("feeds", feeds.write_feeds)
+    for name in dir(Store):
+        if not name.startswith("_") and callable(getattr(Store, name)):
+            setattr(Store, name, stages.wrap("store", getattr(Store, name)))
+    Store.__init__ = stages.wrap("store", Store.__init__)  # type: ignore[method-assign]
+
+    config = config_mod.load(config_path)
+    notifier = Notifier(config)
+    started = time.perf_counter()
+    results = asyncio.run(
+        poll.refresh(config, list(config.sources), on_events=notifier.on_poll)
+    )
+    notifier.flush()
+    elapsed = time.perf_counter() - started
+    totals = stages.totals
+    stage_times = {
+        "fetch": elapsed - sum(totals.values()),
+        **{k: totals.get(k, 0.0) for k in ("parse_extract", "dates_diff", "store", "feeds")},
+    }
+    failed = [r for r in results if not r.ok]
+    return {
+        "elapsed": elapsed,
+        "sources": len(results),
+        "failed": len(failed),
+        "errors": sorted({r.error or "" for r in failed})[:5],
+        "new": sum(r.new for r in results),
+        "updated": sum(r.updated for r in results),
+        "pages": sum(r.pages for r in results),
+        "not_modified": sum(r.not_modified for r in results),
+        "feed_renders": stages.calls.get("feeds", 0),
+        "stages": stage_times,
+        **counts,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def _links(tree: Any, selectors: dict[str, Any], url: str) -> list[str]:
+    """The minimal extraction: each entry's title, link, date text and teaser."""
+    from urllib.parse import urljoin
+
+    links = []
+    for node in tree.css(selectors["entry"]):
+        title = node.css_first(selectors["title"])
+        date = node.css_first(selectors["date"])
+        teaser = node.css_first(selectors["teaser"])
+        href = title.attributes.get("href") if title is not None else None
+        if href is None:
+            continue
+        _ = (
+            title.text(deep=True),
+            date.text(deep=True) if date is not None else None,
+            teaser.html if teaser is not None else None,
+            teaser.text(deep=True) if teaser is not None else None,
+        )
+        links.append(urljoin(url, href))
+    return links
+
+
+async def floor(jobs: dict[str, Any], transport: str, state: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+    from httpx_aiohttp import AiohttpTransport
+    from selectolax.lexbor import LexborHTMLParser
+
+    concurrency = jobs["concurrency"]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    kind = AiohttpTransport(limits=limits) if transport == "aiohttp" else None
+    etags: dict[str, str] = state.setdefault("etags", {})
+    known: dict[str, list[str]] = state.setdefault("links", {})
+    counts = {"parses": 0, "not_modified": 0, "pages": 0}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def source(client: httpx.AsyncClient, url: str) -> None:
+        async with gate:
+            for _ in range(jobs["max_pages"]):
+                headers = {"If-None-Match": etags[url]} if url in etags else {}
+                response = await client.get(url, headers=headers)
+                counts["pages"] += 1
+                if response.status_code == 304:
+                    counts["not_modified"] += 1
+                    return
+                response.raise_for_status()
+                if "etag" in response.headers:
+                    etags[url] = response.headers["etag"]
+                tree = LexborHTMLParser(response.text)
+                counts["parses"] += 1
+                links = _links(tree, jobs["select"], url)
+                seen = set(known.get(url, ()))
+                known[url] = links
+                if links and all(link in seen for link in links):
+                    return
+                nxt = tree.css_first(jobs["next_page"]) if jobs["next_page"] else None
+                if nxt is None or not nxt.attributes.get("href"):
+                    return
+                url = str(response.url.join(nxt.attributes["href"]))
+
+    async with httpx.AsyncClient(transport=kind, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(source(client, url) for url in jobs["urls"]))
+        elapsed = time.perf_counter() - started
+    return {
+        "elapsed": elapsed,
+        **counts,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("refresh", "floor"))
+    parser.add_argument("path")
+    parser.add_argument("--transport", default="aiohttp", choices=("aiohttp", "httpx"))
+    parser.add_argument("--state", help="floor: JSON file of ETags and links, read and updated")
+    args = parser.parse_args()
+    if args.mode == "refresh":
+        out = run_refresh(args.path)
+    else:
+        state_path = Path(args.state)
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        jobs = json.loads(Path(args.path).read_text())
+        out = asyncio.run(floor(jobs, args.transport, state))
+        state_path.write_text(json.dumps(state))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
