@@ -203,9 +203,11 @@ def _scope(tree: LexborHTMLParser) -> LexborNode | None:
 
 
 def _contains(ancestor: LexborNode, node: LexborNode) -> bool:
+    # Nodes are compared by mem_id: LexborNode's == compares serialized HTML, which is
+    # slow and calls two identical but distinct elements equal.
     current: LexborNode | None = node
     while current is not None:
-        if current == ancestor:
+        if current.mem_id == ancestor.mem_id:
             return True
         current = current.parent
     return False
@@ -213,8 +215,9 @@ def _contains(ancestor: LexborNode, node: LexborNode) -> bool:
 
 def _outside_article(node: LexborNode, scope: LexborNode | None) -> bool:
     """Whether `node` sits in a comment section, sidebar or the like below `scope`."""
+    stop = scope.mem_id if scope is not None else None
     current: LexborNode | None = node
-    while current is not None and current != scope and current.tag not in ("body", "html"):
+    while current is not None and current.mem_id != stop and current.tag not in ("body", "html"):
         if current.tag in _NOT_ARTICLE_TAGS:
             return True
         marks = f"{current.attributes.get('id') or ''} {current.attributes.get('class') or ''}"
@@ -390,7 +393,7 @@ def _body_html(node: LexborNode | None) -> str | None:
 
 def _has_ancestor_in(node: LexborNode, ids: set[int], stop: LexborNode) -> bool:
     current = node.parent
-    while current is not None and current != stop:
+    while current is not None and current.mem_id != stop.mem_id:
         if current.mem_id in ids:
             return True
         current = current.parent

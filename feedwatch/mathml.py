@@ -9,10 +9,10 @@ the same standard here: it must parse as XML, may only use `MATHML_TAGS` /
 
 from __future__ import annotations
 
-import html
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from html import escape, unescape
 
 from latex2mathml.converter import convert
 
@@ -126,8 +126,8 @@ class _Formula:
     display: bool
 
 
-def latex_to_mathml(html_text: str) -> str:
-    """Replace every convertible formula in the text of `html_text` with a `<math>` element.
+def latex_to_mathml(html: str) -> str:
+    """Replace every convertible formula in the text of `html` with a `<math>` element.
 
     Markup, attributes, comments and the text of code/pre/script elements pass through
     byte for byte; only text runs that hold a formula are re-serialized.
@@ -135,12 +135,12 @@ def latex_to_mathml(html_text: str) -> str:
     out: list[str] = []
     pos = 0
     skip_depth: dict[str, int] = {}
-    length = len(html_text)
+    length = len(html)
     while pos < length:
-        match = _TOKEN.search(html_text, pos)
+        match = _TOKEN.search(html, pos)
         text_end = match.start() if match else length
         if text_end > pos:
-            text = html_text[pos:text_end]
+            text = html[pos:text_end]
             out.append(text if any(skip_depth.values()) else _convert_text(text))
         if match is None:
             break
@@ -150,8 +150,8 @@ def latex_to_mathml(html_text: str) -> str:
         if not name:
             continue
         if not closing and name in _RAW_TEXT_ELEMENTS:
-            end = _raw_text_end(html_text, pos, name)
-            out.append(html_text[pos:end])
+            end = _raw_text_end(html, pos, name)
+            out.append(html[pos:end])
             pos = end
         elif name in _SKIP_ELEMENTS:
             if closing:
@@ -171,7 +171,7 @@ def _convert_text(raw: str) -> str:
     """One run of HTML text (entities included) with its formulas turned into MathML."""
     if "$" not in raw and "\\" not in raw:
         return raw
-    text = html.unescape(raw)
+    text = unescape(raw)
     pieces: list[str] = []
     last = 0
     changed = False
@@ -179,13 +179,13 @@ def _convert_text(raw: str) -> str:
         markup = _to_mathml(formula.latex, formula.display)
         if markup is None:
             continue
-        pieces.append(html.escape(text[last : formula.start], quote=False))
+        pieces.append(escape(text[last : formula.start], quote=False))
         pieces.append(markup)
         last = formula.end
         changed = True
     if not changed:
         return raw
-    pieces.append(html.escape(text[last:], quote=False))
+    pieces.append(escape(text[last:], quote=False))
     return "".join(pieces)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -100,10 +101,10 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
         try:
             async with asyncio.timeout(source.poll_timeout):
                 fetched = await _fetch_index(ctx, source, logs, full=full)
-                entries = _build_entries(ctx, source, fetched, now)
-                fixes: list[Entry] = []
-                if source.detail:
-                    entries, fixes = await _add_details(ctx, source, entries, logs)
+            entries = _build_entries(ctx, source, fetched, now)
+            fixes: list[Entry] = []
+            if source.detail or source.content == "full":
+                entries, fixes = await _add_details(ctx, source, entries, logs, now)
             result = _commit(ctx, source, fetched, entries, fixes, logs, now)
         except (FetchError, PollError, TimeoutError, OSError) as err:
             cause = _cause(err, source)
@@ -307,14 +308,16 @@ def _entry(
 
 
 async def _add_details(
-    ctx: Context, source: Source, entries: list[Entry], logs: list[FetchLog]
+    ctx: Context, source: Source, entries: list[Entry], logs: list[FetchLog], now: datetime
 ) -> tuple[list[Entry], list[Entry]]:
     """Fetch new entries' own pages once, for their exact date (and author, full text).
 
-    Returns the poll's entries with new ones enriched, and corrections for stored
-    entries whose earlier detail fetch failed: those are retried on later polls, a
-    bounded number of times (the attempt count lives in the source's meta), whether
-    or not their index page changed.
+    Article pages get their own time budget (the poll's), apart from the index pages:
+    what is not done by then counts as a failed attempt, so a slow site cannot stop
+    the index from being stored. Returns the poll's entries with new ones enriched,
+    and corrections for stored entries whose earlier detail fetch failed: those are
+    retried on later polls, a bounded number of times (the attempt count lives in the
+    source's meta), whether or not their index page changed.
     """
     stored = ctx.store.entries(source.name)
     attempts: dict[str, int] = dict(ctx.store.source_meta(source.name).get("detail_attempts", {}))
@@ -345,7 +348,11 @@ async def _add_details(
             want_content=full,
             content_selector=source.content_selector,
         )
-        exact = article.published is not None and not entry.date_exact
+        exact = (
+            article.published is not None
+            and article.published <= now + dates.SLACK
+            and not entry.date_exact
+        )
         return replace(
             entry,
             published=article.published if exact else entry.published,
@@ -354,7 +361,18 @@ async def _add_details(
             content_html=article.content_html or entry.content_html,
         )
 
-    done = await asyncio.gather(*(enrich(e) for e in [*new, *retry]))
+    wanted_entries = [*new, *retry]
+    tasks = [asyncio.ensure_future(enrich(e)) for e in wanted_entries]
+    await asyncio.wait(tasks, timeout=source.poll_timeout)
+    done = []
+    for task, entry in zip(tasks, wanted_entries, strict=True):
+        if task.done() and not task.cancelled() and task.exception() is None:
+            done.append(task.result())
+            continue
+        task.cancel()
+        attempts[entry.link] = attempts.get(entry.link, 0) + 1
+        done.append(entry)
+    await asyncio.gather(*tasks, return_exceptions=True)
     enriched = {e.link: e for e in done[: len(new)]}
     fixes = [e for e, old in zip(done[len(new) :], retry, strict=True) if e != old]
     ctx.store.save_source_meta(source.name, {"detail_attempts": attempts})
@@ -449,8 +467,8 @@ def _page_order(source: Source, first: _Fetched, now: datetime) -> bool | None:
     parts = [dates.parse_date(r.date_text, r.date_attr) for r in first.extraction.entries]
     resolved = dates.resolve_dates(parts, now=now, tz=source.tz)
     moments = [m for m in resolved if m is not None]
-    down = sum(1 for a, b in zip(moments, moments[1:]) if a > b)
-    up = sum(1 for a, b in zip(moments, moments[1:]) if a < b)
+    down = sum(1 for a, b in itertools.pairwise(moments) if a > b)
+    up = sum(1 for a, b in itertools.pairwise(moments) if a < b)
     if up + down < 2:
         return None
     if down > 2 * up:

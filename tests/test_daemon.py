@@ -119,6 +119,22 @@ def test_served_feeds_carry_the_site_entries(daemon: Daemon) -> None:
     assert {item["url"] for item in daemon.get("/kexue.json").json()["items"]} == want
 
 
+def test_the_reader_library_sees_every_entry_title(daemon: Daemon, tmp_path: Path) -> None:
+    from reader import make_reader
+
+    reader = make_reader(str(tmp_path / "reader.sqlite"))
+    try:
+        for ext in ("atom", "rss"):
+            reader.add_feed(f"{daemon.base}/math.{ext}")
+        reader.update_feeds()
+        for ext in ("atom", "rss"):
+            titles = {e.title for e in reader.get_entries(feed=f"{daemon.base}/math.{ext}")}
+            want = {e["title"] for e in TRUTH["pages"]["category-1.html"]["entries"] if e["title"]}
+            assert want <= titles and len(titles) == 8
+    finally:
+        reader.close()
+
+
 def test_feeds_are_served_with_their_content_types(daemon: Daemon) -> None:
     types = {
         "/kexue.rss": "application/rss+xml; charset=utf-8",
