@@ -38,7 +38,7 @@ PAGE_BYTES = 100 * 1024
 ENTRIES_PER_PAGE = 10
 HOST_PREFIX = "127.0.2."
 FIRST_DAY = date(2021, 1, 1)
-MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # Selectors of the reference blog, as in config.toml.
 SELECT = {
@@ -169,7 +169,8 @@ class Blog:
         pagination = '\t\t<div class="pagination" role="navigation">\n'
         pagination += f'\t\t\t<span class="page-number current">{page}</span>\n'
         if page < self.pages:
-            pagination += f'\t\t\t<a class="next" href="/s{source}/page/{page + 1}/">下一页 &raquo;</a>\n'
+            href = f"/s{source}/page/{page + 1}/"
+            pagination += f'\t\t\t<a class="next" href="{href}">下一页 &raquo;</a>\n'
         pagination += "\t\t</div>\n"
         body = self.templates.head + "".join(self.post(source, u) for u in uids)
         body += self.templates.tail.replace("\x00PAGINATION\x00", pagination)
@@ -238,9 +239,7 @@ class Server:
                     self.stats["index_304"] += 1
                     return web.Response(status=304, headers={"ETag": etag})
                 self.stats["index_200"] += 1
-                return web.Response(
-                    body=self.index(source, page), headers={**_HTML, "ETag": etag}
-                )
+                return web.Response(body=self.index(source, page), headers={**_HTML, "ETag": etag})
         match = _ARTICLE.fullmatch(path)
         if match and int(match.group(1)) < len(blog.head):
             self.stats["article"] += 1
@@ -275,6 +274,9 @@ async def serve(sources: int, pages: int, hosts: int) -> None:
         await site.start()
         host, port = runner.addresses[-1][:2]
         blog.bases.append(f"http://{host}:{port}")
+    for source in range(sources):  # built up front, so no run pays for building them
+        for page in range(1, pages + 1):
+            server.index(source, page)
     print(json.dumps({"bases": blog.bases, "control": blog.bases[0] + "/_ctl/"}), flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)

@@ -1,7 +1,8 @@
 """One measured run, in a fresh process: feedwatch's refresh, or the bare floor.
 
     python bench/worker.py refresh CONFIG
-    python bench/worker.py floor JOBS_JSON --transport aiohttp|httpx --state STATE_JSON
+    python bench/worker.py floor JOBS_JSON [--transport aiohttp|httpx] [--extract feedwatch|bare]
+        --state STATE_JSON
 
 Prints one JSON object. Only the work is timed, not the interpreter start or the imports,
 for both kinds of run alike; the peak RSS (ru_maxrss) is the whole process's.
@@ -12,9 +13,12 @@ the pipeline's synchronous stages. They keep exclusive time (a stage called insi
 another pauses its caller's clock), so the stages add up; whatever is left of the
 wall time is fetching and the event loop.
 
-`floor` is the least any tool must do for the same result: one shared httpx client
-with the same transport and concurrency, conditional GETs, a selectolax parse and the
-entries' fields picked by the same selectors. No store, no dates, no sanitizing, no feeds.
+`floor` is the fetch + parse + extract work alone: one shared httpx client with the same
+transport and concurrency, conditional GETs, then `--extract feedwatch` (default) runs
+feedwatch's own parse and extract (clean teasers, canonical links), so what feedwatch adds
+on top is its store, dates, diff and feeds; `--extract bare` only picks each entry's
+fields with selectolax and the same selectors (no sanitizing): the least any tool could do.
+No store, no dates, no feeds either way.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def run_refresh(config_path: str) -> dict[str, Any]:
     poll._commit = stages.wrap("store", poll._commit)
     poll._write_feeds = stages.wrap("feeds", poll._write_feeds)
     poll.write_opml = stages.wrap("feeds", poll.write_opml)
-    feeds.write_feeds = stages.wrap("feeds", feeds.write_feeds)
+    feeds.write_feeds = stages.wrap("render", feeds.write_feeds)
     for name in dir(Store):
         if not name.startswith("_") and callable(getattr(Store, name)):
             setattr(Store, name, stages.wrap("store", getattr(Store, name)))
@@ -98,15 +102,14 @@ def run_refresh(config_path: str) -> dict[str, Any]:
     config = config_mod.load(config_path)
     notifier = Notifier(config)
     started = time.perf_counter()
-    results = asyncio.run(
-        poll.refresh(config, list(config.sources), on_events=notifier.on_poll)
-    )
+    results = asyncio.run(poll.refresh(config, list(config.sources), on_events=notifier.on_poll))
     notifier.flush()
     elapsed = time.perf_counter() - started
     totals = stages.totals
     stage_times = {
         "fetch": elapsed - sum(totals.values()),
-        **{k: totals.get(k, 0.0) for k in ("parse_extract", "dates_diff", "store", "feeds")},
+        **{k: totals.get(k, 0.0) for k in ("parse_extract", "dates_diff", "store")},
+        "feeds": totals.get("feeds", 0.0) + totals.get("render", 0.0),
     }
     failed = [r for r in results if not r.ok]
     return {
@@ -118,7 +121,7 @@ def run_refresh(config_path: str) -> dict[str, Any]:
         "updated": sum(r.updated for r in results),
         "pages": sum(r.pages for r in results),
         "not_modified": sum(r.not_modified for r in results),
-        "feed_renders": stages.calls.get("feeds", 0),
+        "feed_renders": stages.calls.get("render", 0),
         "stages": stage_times,
         **counts,
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -147,10 +150,18 @@ def _links(tree: Any, selectors: dict[str, Any], url: str) -> list[str]:
     return links
 
 
-async def floor(jobs: dict[str, Any], transport: str, state: dict[str, Any]) -> dict[str, Any]:
+async def floor(
+    jobs: dict[str, Any], transport: str, state: dict[str, Any], *, full_extract: bool
+) -> dict[str, Any]:
     import httpx
     from httpx_aiohttp import AiohttpTransport
     from selectolax.lexbor import LexborHTMLParser
+
+    from feedwatch import extract
+    from feedwatch.models import Selectors
+
+    select = jobs["select"]
+    selectors = Selectors(**{**select, "exclude": tuple(select.get("exclude", ()))})
 
     concurrency = jobs["concurrency"]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -172,9 +183,15 @@ async def floor(jobs: dict[str, Any], transport: str, state: dict[str, Any]) -> 
                 response.raise_for_status()
                 if "etag" in response.headers:
                     etags[url] = response.headers["etag"]
-                tree = LexborHTMLParser(response.text)
+                text = response.text
                 counts["parses"] += 1
-                links = _links(tree, jobs["select"], url)
+                if full_extract:
+                    tree = extract.parse(text)
+                    found = extract.extract(text, url, selectors, jobs["next_page"], tree=tree)
+                    links = [entry.link for entry in found.entries]
+                else:
+                    tree = LexborHTMLParser(text)
+                    links = _links(tree, select, url)
                 seen = set(known.get(url, ()))
                 known[url] = links
                 if links and all(link in seen for link in links):
@@ -201,6 +218,12 @@ def main() -> None:
     parser.add_argument("path")
     parser.add_argument("--transport", default="aiohttp", choices=("aiohttp", "httpx"))
     parser.add_argument("--state", help="floor: JSON file of ETags and links, read and updated")
+    parser.add_argument(
+        "--extract",
+        default="feedwatch",
+        choices=("feedwatch", "bare"),
+        help="floor: feedwatch's own extract (clean teasers), or bare field picking",
+    )
     args = parser.parse_args()
     if args.mode == "refresh":
         out = run_refresh(args.path)
@@ -208,7 +231,9 @@ def main() -> None:
         state_path = Path(args.state)
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         jobs = json.loads(Path(args.path).read_text())
-        out = asyncio.run(floor(jobs, args.transport, state))
+        out = asyncio.run(
+            floor(jobs, args.transport, state, full_extract=args.extract == "feedwatch")
+        )
         state_path.write_text(json.dumps(state))
     print(json.dumps(out))
 

@@ -164,7 +164,8 @@ async def _fetch_index(
     meta = ctx.store.source_meta(source.name)
     page_links: dict[str, list[str]] = meta.get("page_links", {})
     page_next: dict[str, str | None] = meta.get("page_next", {})
-    stored = ctx.store.entries(source.name)
+    # Read only once a page is parsed: a 304 needs no stored entries.
+    stored: dict[str, Entry] | None = None
     fetched: list[_Fetched] = []
     visited: set[str] = set()
     url: str | None = source.url
@@ -190,8 +191,10 @@ async def _fetch_index(
         extraction = _extract(ctx, source, page, first=not fetched)
         links = [e.link for e in extraction.entries]
         fetched.append(_Fetched(page, extraction, links))
-        if not full and _all_known(extraction.entries, stored, source):
-            break
+        if not full:
+            stored = ctx.store.entries(source.name) if stored is None else stored
+            if _all_known(extraction.entries, stored, source):
+                break
         url = extraction.next_page or page_next.get(url)
     return fetched
 
@@ -263,6 +266,8 @@ def _build_entries(
     ctx: Context, source: Source, fetched: Sequence[_Fetched], now: datetime
 ) -> list[Entry]:
     """Turn raw entries into dated, titled, fingerprinted entries, keeping stored dates."""
+    if all(item.extraction is None for item in fetched):
+        return []
     stored = ctx.store.entries(source.name)
     out: list[Entry] = []
     for item in fetched:
@@ -431,8 +436,7 @@ def _commit(
                     data={"after": status.error, "failures": status.consecutive_failures},
                 )
             )
-        for event in events:
-            store.add_event(event)
+        store.add_events(events)
         store.log_fetches(name, now, logs)
         store.record_poll(
             name, now, ok=True, error=None, new=len(changes.new), updated=len(changes.updated)
@@ -613,8 +617,7 @@ def _fail(
                 events.append(
                     Event(source.name, now, "failing", data={"cause": cause, "failures": failures})
                 )
-            for event in events:
-                store.add_event(event)
+            store.add_events(events)
     except Exception:
         log.exception("%s: could not record the failure", source.name)
     if ctx.on_events is not None:

@@ -79,20 +79,20 @@ def test_clean_html_drops_dangerous_url_schemes(href: str) -> None:
 
 def test_clean_html_keeps_http_https_and_mailto_links() -> None:
     cleaned = clean_html(
-        '<a href="http://a.example/">1</a><a href="https://b.example/x">2</a>'
+        '<a href="http://a.example.test/">1</a><a href="https://b.example.test/x">2</a>'
         '<a href="mailto:me@example.org">3</a>',
         BASE,
     )
     assert attribute_values(cleaned, "a", "href") == [
-        "http://a.example/",
-        "https://b.example/x",
+        "http://a.example.test/",
+        "https://b.example.test/x",
         "mailto:me@example.org",
     ]
 
 
 def test_clean_html_makes_relative_urls_absolute_against_the_base() -> None:
     cleaned = clean_html(
-        '<a href="/archives/8838">a</a><a href="next.html">b</a><img src="//cdn.example/i.png">'
+        '<a href="/archives/8838">a</a><a href="next.html">b</a><img src="//cdn.example.test/i.png">'
         '<img src="/usr/uploads/2023/11/3713620478.png">',
         BASE,
     )
@@ -101,7 +101,7 @@ def test_clean_html_makes_relative_urls_absolute_against_the_base() -> None:
         "https://kexue.fm/page/2/next.html",
     ]
     assert attribute_values(cleaned, "img", "src") == [
-        "https://cdn.example/i.png",
+        "https://cdn.example.test/i.png",
         "https://kexue.fm/usr/uploads/2023/11/3713620478.png",
     ]
 
@@ -219,7 +219,7 @@ def test_canonical_url_percent_encoded_and_raw_unicode_forms_are_equal() -> None
         ("https://kexue.fm/a%2fb?x=%2f&y=a b", "https://kexue.fm/a%2Fb?x=%2F&y=a%20b"),
         ("https://kexue.fm/100%", "https://kexue.fm/100%25"),
         ("  /archives/1\n", "https://kexue.fm/archives/1"),
-        ("//cdn.example/x", "https://cdn.example/x"),
+        ("//cdn.example.test/x", "https://cdn.example.test/x"),
         ("https://例子.测试/", "https://xn--fsqu00a.xn--0zwm56d/"),
         ("#", "https://kexue.fm/page/2/"),
     ],

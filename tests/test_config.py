@@ -92,7 +92,7 @@ def test_base_url_defaults_to_the_listen_address(tmp_path: Path) -> None:
             '[[sources]]\nname = "b"\nurl = "ftp://x.org/"\n',
             "sources[b].url: 'ftp://x.org/' is not",
         ),
-        ('[[sources]]\nname = "Big Blog"\nurl = "https://x.org/"\n', "sources[Big Blog].name"),
+        ('[[sources]]\nname = "Big Blog"\nurl = "https://x.org.test/"\n', "sources[Big Blog].name"),
         ('[[sources]]\nname = "b"\n', "sources[b].url: required key is missing"),
         (SOURCE + 'timezone = "Mars/Olympus"\n', "sources[blog].timezone: unknown time zone"),
         (SOURCE + "ignore = ['((']\n", "sources[blog].ignore[0]: invalid regex"),

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.conftest import KEXUE_SELECT, run_cli
-from tests.site import TRUTH, Site
+from tests.site import TRUTH, Receiver, Site
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,14 +48,14 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.2
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def daemon_config(tmp: Path, site: Site, port: int) -> Path:
+def daemon_config(tmp: Path, site: Site, port: int, hook: str) -> Path:
     sources = "".join(
-        f'\n[[sources]]\nname = "{name}"\nurl = "{site.url(path)}"\n{KEXUE_SELECT}'
-        for name, path in (
-            ("kexue", "/"),
-            ("math", "/category/Mathematics/"),
-            ("flaky", "/flaky/"),
-            ("growing", "/growing/"),
+        f'\n[[sources]]\nname = "{name}"\nurl = "{site.url(path)}"\n{extra}\n{KEXUE_SELECT}'
+        for name, path, extra in (
+            ("kexue", "/", ""),
+            ("math", "/category/Mathematics/", ""),
+            ("flaky", "/flaky/", ""),
+            ("growing", "/growing/", f'notify = ["{hook}"]'),
         )
     )
     path = tmp / "config.toml"
@@ -71,7 +71,8 @@ class Daemon:
     def __init__(self, site: Site, tmp: Path) -> None:
         self.site = site
         self.port = free_port()
-        self.config = daemon_config(tmp, site, self.port)
+        self.receiver = Receiver()
+        self.config = daemon_config(tmp, site, self.port, self.receiver.url)
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = (tmp / "daemon.log").open("w+")
         self.proc = subprocess.Popen(
@@ -107,6 +108,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+        d.receiver.stop()
         site.stop()
 
 
@@ -192,13 +194,16 @@ def test_a_new_post_appears_in_the_served_feed(daemon: Daemon) -> None:
     daemon.site.put(
         "/growing/", page.replace('<div class="pagination"', post + '<div class="pagination"', 1)
     )
-    titles = wait_for(
+    assert daemon.receiver.messages == []
+    assert wait_for(
         lambda: (
             "Fresh post"
             in {e.title for e in feedparser.parse(daemon.get("/growing.atom").content).entries}
         )
     )
-    assert titles
+    wait_for(lambda: daemon.receiver.messages)
+    assert len(daemon.receiver.messages) == 1
+    assert "Fresh post" in daemon.receiver.messages[0]["message"]
 
 
 def test_a_failing_source_backs_off_while_others_keep_updating(daemon: Daemon) -> None:

@@ -62,7 +62,7 @@ def only_source(name: str, source: str) -> str:
     page = without_dates(name)
     if source == "json-ld":
         data = {
-            "@context": "https://schema.org",
+            "@context": "https://schema.org.test",
             "@type": "BlogPosting",
             "headline": truth["title"],
             "datePublished": truth["datetime_attr"],
@@ -162,7 +162,7 @@ def test_unusable_json_ld_falls_through_to_meta(data: Any) -> None:
 
 def test_json_ld_inside_graph_gives_date_author_and_headline() -> None:
     data = {
-        "@context": "https://schema.org",
+        "@context": "https://schema.org.test",
         "@graph": [
             {"@type": "WebSite", "name": "Site", "datePublished": "2001-01-01"},
             {

@@ -234,7 +234,7 @@ def test_untitled_block_gets_its_link_from_the_permalink_elsewhere_in_it() -> No
     assert found.selectors.link == "h2.entry-title a, span.posted-on a"
     aside = extraction.entries[1]
     assert (aside.link, aside.title) == (
-        "https://northwind-notes.com/2024/05/08/aside-rain-gauge/",
+        "https://northwind-notes.com.test/2024/05/08/aside-rain-gauge/",
         None,
     )
 
@@ -283,18 +283,18 @@ def test_long_sidebar_list_with_dates_loses_to_fewer_entries_with_teasers() -> N
         f'<li><a href="/p/{n}/">Post number {n}</a> <span>May {n}, 2024</span></li>'
         for n in range(1, 16)
     )
-    found = detect(_page("".join(_post(n) for n in (1, 2, 3)), side + "</ul>"), "https://b.org/")
+    found = detect(_page("".join(_post(n) for n in (1, 2, 3)), side + "</ul>"), "https://b.org.test/")
     assert found is not None
     assert (found.selectors.entry, found.count) == ("div.entry", 3)
 
 
 def test_link_falls_back_to_read_more_when_a_heading_has_no_link() -> None:
     html = _page("".join(_post(n, title=n != 2) for n in (1, 2, 3, 4)))
-    found = detect(html, "https://b.org/")
+    found = detect(html, "https://b.org.test/")
     assert found is not None
     assert found.selectors.link == "h2 a, a.more"
-    links = [e.link for e in extract(html, "https://b.org/", found.selectors).entries]
-    assert links == [f"https://b.org/p/{n}/" for n in (1, 2, 3, 4)]
+    links = [e.link for e in extract(html, "https://b.org.test/", found.selectors).entries]
+    assert links == [f"https://b.org.test/p/{n}/" for n in (1, 2, 3, 4)]
 
 
 def test_next_page_is_the_page_number_after_the_current_one() -> None:
@@ -303,21 +303,21 @@ def test_next_page_is_the_page_number_after_the_current_one() -> None:
         '<a href="/blog/page/3/">3</a><a href="/blog/page/4/">4</a></div>'
     )
     html = _page("".join(_post(n) for n in (1, 2, 3)) + pager)
-    found = detect(html, "https://b.org/blog/page/2/")
+    found = detect(html, "https://b.org.test/blog/page/2/")
     assert found is not None
     assert found.next_page == "span.current + a"
-    extraction = extract(html, "https://b.org/blog/page/2/", found.selectors, found.next_page)
-    assert extraction.next_page == "https://b.org/blog/page/3/"
+    extraction = extract(html, "https://b.org.test/blog/page/2/", found.selectors, found.next_page)
+    assert extraction.next_page == "https://b.org.test/blog/page/3/"
 
 
 def test_next_page_is_left_to_rel_next_when_the_page_has_one() -> None:
     head = '<link rel="next" href="/page/2/">'
     html = _page("".join(_post(n) for n in (1, 2, 3)), head=head)
-    found = detect(html, "https://b.org/")
+    found = detect(html, "https://b.org.test/")
     assert found is not None
     assert found.next_page is None
-    extraction = extract(html, "https://b.org/", found.selectors, found.next_page)
-    assert extraction.next_page == "https://b.org/page/2/"
+    extraction = extract(html, "https://b.org.test/", found.selectors, found.next_page)
+    assert extraction.next_page == "https://b.org.test/page/2/"
 
 
 def test_json_ld_item_list_decides_between_two_lists_of_the_same_shape() -> None:
@@ -331,14 +331,14 @@ def test_json_ld_item_list_decides_between_two_lists_of_the_same_shape() -> None
         {
             "@type": "ItemList",
             "itemListElement": [
-                {"@type": "ListItem", "url": f"https://b.org/stories/{n}/"} for n in range(5)
+                {"@type": "ListItem", "url": f"https://b.org.test/stories/{n}/"} for n in range(5)
             ],
         }
     )
     head = f'<script type="application/ld+json">{ld}</script>'
     lists = items("guides") + items("stories")
-    plain = detect(_page(lists), "https://b.org/")
-    hinted = detect(_page(lists, head=head), "https://b.org/")
+    plain = detect(_page(lists), "https://b.org.test/")
+    hinted = detect(_page(lists, head=head), "https://b.org.test/")
     assert plain is not None and hinted is not None
     assert (plain.selectors.entry, hinted.selectors.entry) == ("ul.guides > li", "ul.stories > li")
 
@@ -350,11 +350,11 @@ def test_forum_rows_dated_only_by_relative_times_get_their_date_cell() -> None:
         for n in range(6)
     )
     html = _page(f"<table><tbody>{rows}</tbody></table>")
-    found = detect(html, "https://forum.b.org/latest")
+    found = detect(html, "https://forum.b.org.test/latest")
     assert found is not None
     assert (found.selectors.entry, found.selectors.date) == ("tr.topic", "td.age")
     dates = [
-        e.date_text for e in extract(html, "https://forum.b.org/latest", found.selectors).entries
+        e.date_text for e in extract(html, "https://forum.b.org.test/latest", found.selectors).entries
     ]
     assert dates == [f"{n + 1}h" for n in range(6)]
 
@@ -362,9 +362,9 @@ def test_forum_rows_dated_only_by_relative_times_get_their_date_cell() -> None:
 @pytest.mark.parametrize(
     ("html", "url"),
     [
-        ("", "https://b.org/"),
-        ("plain text, no markup", "https://b.org/"),
-        ("<ul><li><a href='/a'>a</a></li><li><a href='/b'>b</a></li></ul>", "https://b.org/"),
+        ("", "https://b.org.test/"),
+        ("plain text, no markup", "https://b.org.test/"),
+        ("<ul><li><a href='/a'>a</a></li><li><a href='/b'>b</a></li></ul>", "https://b.org.test/"),
         (_page("".join(_post(n) for n in (1, 2, 3))), "ftp://b.org/"),
         (_page("".join(_post(n) for n in (1, 2, 3))), "not a url"),
     ],
@@ -376,7 +376,7 @@ def test_pages_without_an_entry_list_give_none(html: str, url: str) -> None:
 def test_links_to_other_sites_are_never_entries() -> None:
     html = _page("".join(_post(n) for n in (1, 2, 3)))
     assert (
-        detect(html.replace('href="/p/', 'href="https://elsewhere.net/p/'), "https://b.org/")
+        detect(html.replace('href="/p/', 'href="https://elsewhere.net.test/p/'), "https://b.org.test/")
         is None
     )
 
@@ -394,7 +394,7 @@ def test_hostile_nesting_and_link_floods_finish_quickly() -> None:
     deep = "<div>" * 3000 + "".join(_post(n) for n in (1, 2, 3)) + "</div>" * 3000
     flood = _page("".join(f'<a href="/t/{n}">{n}</a>' for n in range(20000)))
     started = time.perf_counter()
-    found = detect(deep, "https://b.org/")
-    detect(flood, "https://b.org/")
+    found = detect(deep, "https://b.org.test/")
+    detect(flood, "https://b.org.test/")
     assert time.perf_counter() - started < 10
     assert found is not None and found.count == 3

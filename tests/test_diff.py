@@ -252,7 +252,7 @@ def test_same_link_twice_prefers_the_real_title() -> None:
 
 # --- diff: removed from index ---------------------------------------------
 
-PREVIOUS = ["https://x/e", "https://x/d", "https://x/c", "https://x/b", "https://x/a"]
+PREVIOUS = ["https://x.test/e", "https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"]
 
 
 def removed_links(current_page: list[str], newest_first: bool | None = True) -> list[str]:
@@ -270,25 +270,25 @@ def removed_links(current_page: list[str], newest_first: bool | None = True) -> 
 
 
 def test_entry_gone_from_page_one_while_older_neighbour_stays_is_removed() -> None:
-    assert removed_links(["https://x/e", "https://x/c", "https://x/b", "https://x/a"]) == [
-        "https://x/d"
+    assert removed_links(["https://x.test/e", "https://x.test/c", "https://x.test/b", "https://x.test/a"]) == [
+        "https://x.test/d"
     ]
 
 
 def test_newest_entry_gone_while_older_ones_stay_is_removed() -> None:
-    assert removed_links(["https://x/d", "https://x/c", "https://x/b", "https://x/a"]) == [
-        "https://x/e"
+    assert removed_links(["https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"]) == [
+        "https://x.test/e"
     ]
 
 
 def test_entries_pushed_off_the_end_of_page_one_are_not_removed() -> None:
-    assert removed_links(["https://x/new2", "https://x/new1", "https://x/e", "https://x/d"]) == []
+    assert removed_links(["https://x.test/new2", "https://x.test/new1", "https://x.test/e", "https://x.test/d"]) == []
 
 
 def test_entry_pushed_to_page_two_is_not_removed() -> None:
     stored = stored_of(*(make_entry(link) for link in PREVIOUS))
-    page_one = ["https://x/e", "https://x/c", "https://x/b", "https://x/a"]
-    current = [make_entry(link) for link in [*page_one, "https://x/d"]]
+    page_one = ["https://x.test/e", "https://x.test/c", "https://x.test/b", "https://x.test/a"]
+    current = [make_entry(link) for link in [*page_one, "https://x.test/d"]]
     changes = diff(
         current, stored, now=NOW, first_page_links=page_one, previous_first_page=PREVIOUS
     )
@@ -298,7 +298,7 @@ def test_entry_pushed_to_page_two_is_not_removed() -> None:
 def test_oldest_first_page_pushing_off_its_start_is_not_removed() -> None:
     oldest_first = list(reversed(PREVIOUS))
     stored = stored_of(*(make_entry(link) for link in oldest_first))
-    page_one = ["https://x/c", "https://x/d", "https://x/e", "https://x/new"]
+    page_one = ["https://x.test/c", "https://x.test/d", "https://x.test/e", "https://x.test/new"]
     changes = diff(
         [make_entry(link) for link in page_one],
         stored,
@@ -311,18 +311,18 @@ def test_oldest_first_page_pushing_off_its_start_is_not_removed() -> None:
 
 
 def test_unknown_order_needs_survivors_on_both_sides() -> None:
-    assert removed_links(["https://x/d", "https://x/c", "https://x/b", "https://x/a"], None) == []
-    assert removed_links(["https://x/e", "https://x/c", "https://x/b", "https://x/a"], None) == [
-        "https://x/d"
+    assert removed_links(["https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"], None) == []
+    assert removed_links(["https://x.test/e", "https://x.test/c", "https://x.test/b", "https://x.test/a"], None) == [
+        "https://x.test/d"
     ]
 
 
 def test_nothing_is_removed_without_a_previous_page_one() -> None:
     changes = diff(
-        [make_entry("https://x/a")],
-        stored_of(make_entry("https://x/b")),
+        [make_entry("https://x.test/a")],
+        stored_of(make_entry("https://x.test/b")),
         now=NOW,
-        first_page_links=["https://x/a"],
+        first_page_links=["https://x.test/a"],
     )
     assert changes.removed == ()
 

@@ -37,7 +37,7 @@ HOSTILE_PAGE = """<html><head><title>t</title></head><body>
   <div class="body">
     <p onclick="steal()" style="position:fixed">Hello <b onmouseover="x()">world</b>.</p>
     <script>document.cookie</script>
-    <iframe src="https://evil.example/">frame text</iframe>
+    <iframe src="https://evil.example.com/">frame text</iframe>
     <p><a href="javascript:alert(1)">js</a> <a href="data:text/html,x">data</a>
        <img src="data:image/png;base64,AAAA" alt="d"> <img src="/ok.png" alt="ok"></p>
     <p>cdata ]]&gt; end \x0b vertical tab &#xFFFF; nonchar</p>
@@ -68,7 +68,7 @@ def page(body: str, head: str = "") -> str:
     return f"<html><head>{head}</head><body>{body}</body></html>"
 
 
-def one_entry(body: str, selectors: Selectors = SIMPLE, url: str = "https://ex.com/") -> RawEntry:
+def one_entry(body: str, selectors: Selectors = SIMPLE, url: str = "https://example.com/") -> RawEntry:
     result = extract(page(body), url, selectors)
     assert len(result.entries) == 1
     return result.entries[0]
@@ -208,7 +208,7 @@ def test_link_alternatives_are_tried_in_selector_order_not_document_order() -> N
         '<div class="post"><a class="more" href="/more">x</a><h2><a href="/title">T</a></h2></div>'
     )
     selectors = Selectors(entry="div.post", link="h2 a, a.more")
-    assert one_entry(body, selectors).link == "https://ex.com/title"
+    assert one_entry(body, selectors).link == "https://example.com/title"
 
 
 def test_link_alternative_without_usable_href_falls_through_to_the_next() -> None:
@@ -218,24 +218,24 @@ def test_link_alternative_without_usable_href_falls_through_to_the_next() -> Non
     )
     selectors = Selectors(entry="div.post", title="h2 a", link="h2 a, a.more")
     entry = one_entry(body, selectors)
-    assert (entry.link, entry.title) == ("https://ex.com/p/1", "T")
+    assert (entry.link, entry.title) == ("https://example.com/p/1", "T")
 
 
 def test_link_selector_list_with_commas_inside_brackets_is_split_correctly() -> None:
     body = '<div class="post"><a data-x="a,b" href="/one">1</a><a href="/two">2</a></div>'
     selectors = Selectors(entry="div.post", link='a[data-x="a,b"], a')
-    assert one_entry(body, selectors).link == "https://ex.com/one"
+    assert one_entry(body, selectors).link == "https://example.com/one"
 
 
 def test_without_link_selector_the_title_link_is_used() -> None:
     body = '<div class="post"><a href="/date">5 Jun</a><h2><a href="/post">T</a></h2></div>'
     selectors = Selectors(entry="div.post", title="h2")
-    assert one_entry(body, selectors).link == "https://ex.com/post"
+    assert one_entry(body, selectors).link == "https://example.com/post"
 
 
 def test_without_link_or_title_selector_the_first_link_is_used() -> None:
     body = '<div class="post"><p>x <a href="/first">a</a> <a href="/second">b</a></p></div>'
-    assert one_entry(body, Selectors(entry="div.post")).link == "https://ex.com/first"
+    assert one_entry(body, Selectors(entry="div.post")).link == "https://example.com/first"
 
 
 def test_entries_without_a_usable_link_are_skipped() -> None:
@@ -246,17 +246,17 @@ def test_entries_without_a_usable_link_are_skipped() -> None:
         '<div class="post"><h2><a href="mailto:x@y.z">mail</a></h2></div>'
         '<div class="post"><h2><a href="/real">real</a></h2></div>'
     )
-    result = extract(page(body), "https://ex.com/", SIMPLE)
-    assert [(e.link, e.position) for e in result.entries] == [("https://ex.com/real", 1)]
+    result = extract(page(body), "https://example.com/", SIMPLE)
+    assert [(e.link, e.position) for e in result.entries] == [("https://example.com/real", 1)]
 
 
 def test_duplicate_links_on_a_page_keep_the_first_entry() -> None:
     body = (
         '<div class="post"><h2><a href="/p/1">first</a></h2></div>'
-        '<div class="post"><h2><a href="https://EX.com/p/1#c">again</a></h2></div>'
+        '<div class="post"><h2><a href="https://example.com:443/p/1#c">again</a></h2></div>'
         '<div class="post"><h2><a href="/p/2">second</a></h2></div>'
     )
-    result = extract(page(body), "https://ex.com/", SIMPLE)
+    result = extract(page(body), "https://example.com/", SIMPLE)
     assert [(e.title, e.position) for e in result.entries] == [("first", 1), ("second", 2)]
 
 
@@ -266,10 +266,10 @@ def test_base_href_resolves_relative_links_and_images() -> None:
         '<div class="body"><img src="i.png"><a href="q">q</a></div></div>',
         head='<base href="/blog/">',
     )
-    entry = extract(html, "https://ex.com/index.html", SIMPLE).entries[0]
-    assert entry.link == "https://ex.com/blog/p/1"
-    assert img_srcs(entry.teaser_html) == ["https://ex.com/blog/i.png"]
-    assert 'href="https://ex.com/blog/q"' in entry.teaser_html
+    entry = extract(html, "https://example.com/index.html", SIMPLE).entries[0]
+    assert entry.link == "https://example.com/blog/p/1"
+    assert img_srcs(entry.teaser_html) == ["https://example.com/blog/i.png"]
+    assert 'href="https://example.com/blog/q"' in entry.teaser_html
 
 
 def test_date_spans_are_joined_with_a_space() -> None:
@@ -390,35 +390,35 @@ def test_extract_without_a_tree_parses_the_page_once(monkeypatch: pytest.MonkeyP
 
 def test_next_page_from_rel_next_when_no_selector_is_configured() -> None:
     html = page("<a rel='prev' href='/1'>prev</a>", head='<link rel="next" href="/page/3/#top">')
-    assert extract(html, "https://ex.com/page/2/", SIMPLE).next_page == "https://ex.com/page/3/"
+    assert extract(html, "https://example.com/page/2/", SIMPLE).next_page == "https://example.com/page/3/"
     html = page("<a rel='nofollow next' href='?page=3'>next</a>")
-    assert extract(html, "https://ex.com/list", SIMPLE).next_page == "https://ex.com/list?page=3"
+    assert extract(html, "https://example.com/list", SIMPLE).next_page == "https://example.com/list?page=3"
 
 
 def test_next_page_equal_to_the_current_page_is_none() -> None:
     html = page('<div class="pagination"><a class="next" href="/page/2/#">»</a></div>')
-    assert extract(html, "https://ex.com/page/2/", SIMPLE, NEXT_PAGE).next_page is None
+    assert extract(html, "https://example.com/page/2/", SIMPLE, NEXT_PAGE).next_page is None
 
 
 def test_next_page_selector_without_match_ignores_rel_next() -> None:
     html = page("", head='<link rel="next" href="/page/3/">')
-    assert extract(html, "https://ex.com/page/2/", SIMPLE, NEXT_PAGE).next_page is None
+    assert extract(html, "https://example.com/page/2/", SIMPLE, NEXT_PAGE).next_page is None
 
 
 def test_hostile_teaser_is_sanitized() -> None:
-    entry = extract(HOSTILE_PAGE, "https://ex.com/", SIMPLE).entries[0]
+    entry = extract(HOSTILE_PAGE, "https://example.com/", SIMPLE).entries[0]
     html = entry.teaser_html
     for banned in ("<script", "document.cookie", "<iframe", "frame text", "onclick", "onmouseover",
                    "style=", "javascript:", "data:", "\x0b", "\uffff", "]]>"):  # fmt: skip
         assert banned not in html, banned
-    assert img_srcs(html) == [None, "https://ex.com/ok.png"]
+    assert img_srcs(html) == [None, "https://example.com/ok.png"]
     assert entry.teaser_text == "Hello world. js data cdata ]]> end vertical tab nonchar"
 
 
 def test_hostile_title_has_no_illegal_characters() -> None:
-    entry = extract(HOSTILE_PAGE, "https://ex.com/", SIMPLE).entries[0]
+    entry = extract(HOSTILE_PAGE, "https://example.com/", SIMPLE).entries[0]
     assert entry.title == "Title ]]> with control and \ufffd chars"
-    assert entry.link == "https://ex.com/p/1"
+    assert entry.link == "https://example.com/p/1"
 
 
 def test_100_kb_title_is_capped() -> None:
@@ -432,7 +432,7 @@ def test_deeply_nested_markup_does_not_raise() -> None:
     entry = one_entry(body)
     assert entry.teaser_text == "deep text"
     assert entry.teaser_html.count("<div>") < extract_module.MAX_DEPTH
-    assert extract(nested, "https://ex.com/", SIMPLE).entries == ()
+    assert extract(nested, "https://example.com/", SIMPLE).entries == ()
 
 
 @pytest.mark.parametrize(
@@ -447,9 +447,9 @@ def test_deeply_nested_markup_does_not_raise() -> None:
     ],
 )
 def test_garbage_input_does_not_raise(html: str) -> None:
-    result = extract(html, "https://ex.com/", SELECTORS, NEXT_PAGE)
+    result = extract(html, "https://example.com/", SELECTORS, NEXT_PAGE)
     assert isinstance(result, Extraction)
-    assert all(entry.link.startswith("https://ex.com/") for entry in result.entries)
+    assert all(entry.link.startswith("https://example.com/") for entry in result.entries)
 
 
 def test_invalid_selectors_match_nothing_instead_of_raising() -> None:
@@ -513,9 +513,9 @@ def test_extract_never_raises_on_entry_like_html(entries: list[list[str]]) -> No
         f'<div class="body">{"".join(parts)}</div></div>'
         for i, parts in enumerate(entries)
     )
-    result = extract(page(body), "https://ex.com/", SIMPLE)
+    result = extract(page(body), "https://example.com/", SIMPLE)
     for entry in result.entries:
-        assert entry.link.startswith("https://ex.com/")
+        assert entry.link.startswith("https://example.com/")
         for text in (entry.title or "", entry.teaser_html, entry.teaser_text):
             assert not any(ord(c) < 32 and c not in "\t\n\r" for c in text)
             assert not any(c in "\ufffe\uffff" or 0xD800 <= ord(c) <= 0xDFFF for c in text)

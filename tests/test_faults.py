@@ -30,7 +30,7 @@ from feedwatch.config import Config
 from feedwatch.models import Entry, PollResult, SourceStatus, Validators
 from feedwatch.poll import refresh
 from feedwatch.store import Store
-from tests.conftest import write_config
+from tests.conftest import run_cli, write_config
 from tests.site import Site, cut_off, endless, gzip_bomb, reset_connection, stall
 
 CAP = 300_000
@@ -54,9 +54,10 @@ name = "bystander"
 url = "{{base}}/bystander/"
 {SELECT}
 """
-ACTIVE_ELEMENTS = "script, iframe, frame, object, embed, style, form, svg, math, base, meta, link"
+ACTIVE_ELEMENTS = "script, iframe, frame, object, embed, style, form, svg, base, meta, link"
 SAFE_SCHEMES = ("http://", "https://", "mailto:")
 ATOM = "{http://www.w3.org/2005/Atom}"
+FORMATS = ("rss", "atom", "json")
 
 
 def post(slug: str, title: str, teaser: str = "<p>正文。</p>") -> str:
@@ -121,9 +122,6 @@ class World:
 
     def entry_link(self, slug: str) -> str:
         return self.site.url(f"/p/{slug}")
-
-
-FORMATS = ("rss", "atom", "json")
 
 
 @pytest.fixture
@@ -253,12 +251,13 @@ def test_http_429_with_retry_after_date_reports_the_delay(world: World) -> None:
 
 
 def test_a_failure_is_shown_in_the_cli_summary_with_exit_1(world: World) -> None:
-    from tests.conftest import run_cli
-
     world.site.put("/victim/", "down", status=503)
     result = run_cli("refresh", "--config", str(world.config.path))
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == ["victim: error: HTTP 503", "bystander: 0 new, 0 updated, 2 seen"]
+    assert result.stdout.splitlines() == [
+        "victim: error: HTTP 503",
+        "bystander: 0 new, 0 updated, 2 seen",
+    ]
 
 
 # --- redirects -------------------------------------------------------------------------
@@ -372,7 +371,7 @@ def test_truncated_html_keeps_the_entries_it_completes(world: World) -> None:
     assert items[world.entry_link("v4")].title == "Fourth"
 
 
-def test_ten_thousand_levels_of_nesting_are_extracted_in_bounded_time(world: World) -> None:
+def test_ten_thousand_levels_of_nesting_are_flattened_in_bounded_time(world: World) -> None:
     deep_teaser = "<div>" * 10_000 + "<p>deep text</p>" + "</div>" * 10_000
     unclosed = "<span><b><i>" * 3_400
     html = page(*VICTIM, post("deep", "Deep post", deep_teaser)).replace(
@@ -382,7 +381,15 @@ def test_ten_thousand_levels_of_nesting_are_extracted_in_bounded_time(world: Wor
     items = refresh_victim(world, html)
     assert time.monotonic() - started < 5
     assert set(items) == {world.entry_link(s) for s in ("v1", "v2", "v3", "deep")}
-    assert "deep text" in items[world.entry_link("deep")].html
+    teaser = items[world.entry_link("deep")].html
+    # Beyond 100 levels markup becomes its text: no reader gets 10,000 nested tags.
+    assert "deep text" in teaser and len(teaser) < 10_000
+
+
+def test_entries_buried_ten_thousand_levels_deep_fail_cleanly(world: World) -> None:
+    html = page("<div>" * 10_000, *VICTIM, post("v4", "Fourth"), "</div>" * 10_000)
+    world.site.put("/victim/", html)
+    assert_fails_cleanly(world, f"selectors matched no entries on {world.site.url('/victim/')}")
 
 
 # --- charsets --------------------------------------------------------------------------
@@ -513,3 +520,46 @@ def test_a_100kb_title_is_cut_and_the_feed_stays_valid(world: World) -> None:
     item = refresh_victim(world, page(post("long", huge)))[world.entry_link("long")]
     assert item.title == "長" * 299 + "…"
     assert (world.feeds / "victim.atom").stat().st_size < 20_000
+
+
+def test_hostile_article_page_is_sanitized_and_flattened_in_bounded_time(
+    site: Site, tmp_path: Path
+) -> None:
+    body = (
+        "<p>The article body, long enough to be taken for one.</p>"
+        '<script>alert(1)</script><iframe src="https://evil.example/"></iframe>'
+        '<img src="/i.png" onerror="steal()"><a href="javascript:alert(1)">js</a>'
+    )
+    deep = "<div>" * 10_000 + body + "</div>" * 10_000
+    site.put("/articles/", page(post("a1", "Full text")))
+    site.put("/p/a1", f"<html><body><article><h1>Full text</h1>{deep}</article></body></html>")
+    source = f"""
+[[sources]]
+name = "articles"
+url = "{site.url("/articles/")}"
+content = "full"
+content_selector = "article"
+{SELECT}
+"""
+    config = config_mod.load(write_config(tmp_path, source))
+    started = time.monotonic()
+    [result] = asyncio.run(refresh(config, config.sources))
+    assert time.monotonic() - started < 5
+    assert (result.ok, result.new) == (True, 1), result.error
+    [item] = safe_items(config.output_dir, "articles")["atom"]
+    assert "The article body" in item.html and "alert" not in item.html
+
+
+def test_zero_config_page_of_ten_thousand_nested_links_ends_in_bounded_time(
+    site: Site, tmp_path: Path
+) -> None:
+    chain = "".join(f'<div><a href="/x/{i}">link {i}</a>' for i in range(10_000))
+    site.put("/auto/", f"<html><body>{chain}</body></html>")
+    source = f'[[sources]]\nname = "auto"\nurl = "{site.url("/auto/")}"\n'
+    config = config_mod.load(write_config(tmp_path, source))
+    started = time.monotonic()
+    [result] = asyncio.run(refresh(config, config.sources))
+    assert time.monotonic() - started < 5
+    assert result.error == (
+        f"no entries found on {site.url('/auto/')} (auto-detection found nothing)"
+    )

@@ -320,7 +320,7 @@ def test_json_feed_is_utf8_without_ascii_escapes() -> None:
 def test_opml_has_one_outline_per_feed_pointing_at_its_atom_file() -> None:
     metas = [
         make_meta(),
-        make_meta(name="blog", title="A & B <blog>", site_url="https://b.example/"),
+        make_meta(name="blog", title="A & B <blog>", site_url="https://b.example.test/"),
     ]
     data = render_opml(metas, BASE_URL)
 
@@ -336,7 +336,7 @@ def test_opml_has_one_outline_per_feed_pointing_at_its_atom_file() -> None:
         f"{BASE_URL}kexue.atom",
         f"{BASE_URL}blog.atom",
     ]
-    assert [o.get("htmlUrl") for o in outlines] == ["https://kexue.fm/", "https://b.example/"]
+    assert [o.get("htmlUrl") for o in outlines] == ["https://kexue.fm/", "https://b.example.test/"]
     assert {o.get("type") for o in outlines} == {"rss"}
     assert render_opml(metas, BASE_URL) == data
 

@@ -44,7 +44,7 @@ RSS = (
     + "</channel></rss>"
 ).encode()
 JSON_FEED = (
-    '{"version": "https://jsonfeed.org/version/1.1", "title": "科学空间", "items": ['
+    '{"version": "https://jsonfeed.org.test/version/1.1", "title": "科学空间", "items": ['
     + ", ".join(
         f'{{"id": "https://kexue.fm/archives/{n}", "title": "第{n}篇"}}' for n in range(9580, 9590)
     )

@@ -79,29 +79,29 @@ def test_entry_round_trips_with_its_published_offset(store: Store) -> None:
 
 
 def test_entries_are_kept_per_source(store: Store) -> None:
-    store.add_entries([make_entry("https://a/1"), make_entry("https://a/1", source="other")])
-    assert list(store.entries("kexue")) == ["https://a/1"]
+    store.add_entries([make_entry("https://a.test/1"), make_entry("https://a.test/1", source="other")])
+    assert list(store.entries("kexue")) == ["https://a.test/1"]
     assert store.count_entries("kexue") == 1
     assert store.count_entries("missing") == 0
 
 
 def test_adding_an_already_stored_link_keeps_the_first_row(store: Store) -> None:
-    store.add_entries([make_entry("https://a/1", title="first")])
-    store.add_entries([make_entry("https://a/1", title="second")])
-    assert store.entries("kexue")["https://a/1"].title == "first"
+    store.add_entries([make_entry("https://a.test/1", title="first")])
+    store.add_entries([make_entry("https://a.test/1", title="second")])
+    assert store.entries("kexue")["https://a.test/1"].title == "first"
 
 
 def test_lone_surrogates_from_a_page_are_stored_as_replacement_chars(store: Store) -> None:
-    hostile = replace(make_entry("https://a/1"), title="bad \ud800 title", teaser_text="x\udfff")
+    hostile = replace(make_entry("https://a.test/1"), title="bad \ud800 title", teaser_text="x\udfff")
     store.add_entries([hostile])
-    store.add_event(Event("kexue", T0, "new", "https://a/1", {"title": hostile.title}))
-    loaded = store.entries("kexue")["https://a/1"]
+    store.add_event(Event("kexue", T0, "new", "https://a.test/1", {"title": hostile.title}))
+    loaded = store.entries("kexue")["https://a.test/1"]
     assert (loaded.title, loaded.teaser_text) == ("bad \ufffd title", "x\ufffd")
     assert store.events("kexue")[0].data == {"title": "bad \ufffd title"}
 
 
 def test_entry_without_title_fails_loudly_instead_of_vanishing(store: Store) -> None:
-    broken = replace(make_entry("https://a/1"), title=None)
+    broken = replace(make_entry("https://a.test/1"), title=None)
     with pytest.raises(StoreError, match="NOT NULL"):
         store.add_entries([broken])
     assert store.count_entries("kexue") == 0
@@ -109,44 +109,44 @@ def test_entry_without_title_fails_loudly_instead_of_vanishing(store: Store) -> 
 
 def test_naive_datetime_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="naive"):
-        store.add_entries([make_entry("https://a/1", published=datetime(2024, 1, 1))])
+        store.add_entries([make_entry("https://a.test/1", published=datetime(2024, 1, 1))])
 
 
 def test_feed_entries_are_newest_published_then_first_seen_then_link(store: Store) -> None:
     day = datetime(2024, 1, 1, tzinfo=SHANGHAI)
     store.add_entries(
         [
-            make_entry("https://a/old", published=day),
-            make_entry("https://a/tie-b", published=day + timedelta(days=1)),
-            make_entry("https://a/tie-a", published=day + timedelta(days=1)),
+            make_entry("https://a.test/old", published=day),
+            make_entry("https://a.test/tie-b", published=day + timedelta(days=1)),
+            make_entry("https://a.test/tie-a", published=day + timedelta(days=1)),
             make_entry(
-                "https://a/tie-later-seen",
+                "https://a.test/tie-later-seen",
                 published=day + timedelta(days=1),
                 first_seen=T0 + timedelta(hours=1),
             ),
             # Earlier wall-clock date than the ties (Jan 1 vs Jan 2) but a later
             # instant: ordering must be by instant, not by the local text.
-            make_entry("https://a/newest", published=datetime(2024, 1, 1, 23, tzinfo=UTC)),
+            make_entry("https://a.test/newest", published=datetime(2024, 1, 1, 23, tzinfo=UTC)),
         ]
     )
     links = [entry.link for entry in store.feed_entries("kexue", 4)]
     assert links == [
-        "https://a/newest",
-        "https://a/tie-later-seen",
-        "https://a/tie-a",
-        "https://a/tie-b",
+        "https://a.test/newest",
+        "https://a.test/tie-later-seen",
+        "https://a.test/tie-a",
+        "https://a.test/tie-b",
     ]
 
 
 def test_update_writes_new_version_and_a_revision_of_the_old(store: Store) -> None:
-    old = make_entry("https://a/1", title="旧标题", teaser="旧摘要")
+    old = make_entry("https://a.test/1", title="旧标题", teaser="旧摘要")
     store.add_entries([old])
     new = replace(old, title="新标题", teaser_text="新摘要", fingerprint="e" * 64, updated=T0)
     at = T0 + timedelta(days=1)
     with store.transaction():
         store.update_entries([(old, new)], at)
-    assert store.entries("kexue")["https://a/1"] == new
-    (revision,) = store.revisions("kexue", "https://a/1")
+    assert store.entries("kexue")["https://a.test/1"] == new
+    (revision,) = store.revisions("kexue", "https://a.test/1")
     assert (revision["title"], revision["teaser_text"], revision["fingerprint"]) == (
         "旧标题",
         "旧摘要",
@@ -156,25 +156,25 @@ def test_update_writes_new_version_and_a_revision_of_the_old(store: Store) -> No
 
 
 def test_revisions_are_listed_oldest_first(store: Store) -> None:
-    v1 = make_entry("https://a/1", title="v1")
+    v1 = make_entry("https://a.test/1", title="v1")
     v2, v3 = replace(v1, title="v2"), replace(v1, title="v3")
     store.add_entries([v1])
     store.update_entries([(v2, v3)], T0 + timedelta(days=2))
     store.update_entries([(v1, v2)], T0 + timedelta(days=1))
-    assert [r["title"] for r in store.revisions("kexue", "https://a/1")] == ["v1", "v2"]
+    assert [r["title"] for r in store.revisions("kexue", "https://a.test/1")] == ["v1", "v2"]
 
 
 def test_touch_moves_last_seen_of_given_links_only(store: Store) -> None:
-    store.add_entries([make_entry("https://a/1"), make_entry("https://a/2")])
+    store.add_entries([make_entry("https://a.test/1"), make_entry("https://a.test/2")])
     later = T0 + timedelta(hours=3)
-    store.touch_entries("kexue", ["https://a/1"], later)
+    store.touch_entries("kexue", ["https://a.test/1"], later)
     entries = store.entries("kexue")
-    assert entries["https://a/1"].last_seen == later
-    assert entries["https://a/2"].last_seen == T0
+    assert entries["https://a.test/1"].last_seen == later
+    assert entries["https://a.test/2"].last_seen == T0
 
 
 def test_touching_fifty_entries_is_one_statement(store: Store) -> None:
-    links = [f"https://a/{i}" for i in range(50)]
+    links = [f"https://a.test/{i}" for i in range(50)]
     store.add_entries([make_entry(link) for link in links])
     statements: list[str] = []
     with store.transaction():
@@ -186,20 +186,20 @@ def test_touching_fifty_entries_is_one_statement(store: Store) -> None:
 
 
 def test_delete_removes_entries_and_their_revisions(store: Store) -> None:
-    old = make_entry("https://a/1")
-    store.add_entries([old, make_entry("https://a/2")])
+    old = make_entry("https://a.test/1")
+    store.add_entries([old, make_entry("https://a.test/2")])
     store.update_entries([(old, replace(old, title="edited"))], T0)
-    store.delete_entries("kexue", ["https://a/1"])
-    assert list(store.entries("kexue")) == ["https://a/2"]
-    assert store.revisions("kexue", "https://a/1") == []
+    store.delete_entries("kexue", ["https://a.test/1"])
+    assert list(store.entries("kexue")) == ["https://a.test/2"]
+    assert store.revisions("kexue", "https://a.test/1") == []
 
 
 def test_last_change_is_the_latest_updated(store: Store) -> None:
     assert store.last_change("kexue") is None
     store.add_entries(
         [
-            replace(make_entry("https://a/1"), updated=T0 + timedelta(days=2)),
-            replace(make_entry("https://a/2"), updated=T0 + timedelta(days=1)),
+            replace(make_entry("https://a.test/1"), updated=T0 + timedelta(days=2)),
+            replace(make_entry("https://a.test/2"), updated=T0 + timedelta(days=1)),
         ]
     )
     assert store.last_change("kexue") == T0 + timedelta(days=2)
@@ -210,9 +210,9 @@ def test_last_change_is_the_latest_updated(store: Store) -> None:
 
 def test_rolled_back_transaction_leaves_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError, match="boom"), store.transaction():
-        store.add_entries([make_entry("https://a/1")])
+        store.add_entries([make_entry("https://a.test/1")])
         store.record_poll("kexue", T0, ok=True, error=None, new=1, updated=0)
-        store.add_event(Event("kexue", T0, "new", "https://a/1"))
+        store.add_event(Event("kexue", T0, "new", "https://a.test/1"))
         store.save_page_state("https://kexue.fm/", Validators(etag='"x"'))
         raise RuntimeError("boom")
     assert store.count_entries("kexue") == 0
@@ -225,7 +225,7 @@ def test_committed_transaction_is_visible_to_another_connection(
     store: Store, tmp_path: Path
 ) -> None:
     with store.transaction():
-        store.add_entries([make_entry("https://a/1")])
+        store.add_entries([make_entry("https://a.test/1")])
     with Store(tmp_path / "state.db") as other:
         assert other.count_entries("kexue") == 1
 
@@ -248,7 +248,7 @@ def test_store_file_is_in_wal_mode(store: Store, tmp_path: Path) -> None:
 
 def test_reopening_keeps_data_and_schema(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as first:
-        first.add_entries([make_entry("https://a/1")])
+        first.add_entries([make_entry("https://a.test/1")])
     with Store(tmp_path / "state.db") as second:
         assert second.count_entries("kexue") == 1
         assert second.check() == "ok"
@@ -272,7 +272,7 @@ def test_a_file_that_is_not_a_database_raises_store_error(tmp_path: Path) -> Non
 
 
 def test_integrity_check_reports_ok(store: Store) -> None:
-    store.add_entries([make_entry("https://a/1")])
+    store.add_entries([make_entry("https://a.test/1")])
     assert store.check() == "ok"
 
 
@@ -328,8 +328,8 @@ def test_status_of_unknown_source_is_none(store: Store) -> None:
 
 
 def test_statuses_list_every_source_with_entry_count_and_title(store: Store) -> None:
-    store.add_entries([make_entry("https://a/1"), make_entry("https://a/2")])
-    store.add_entries([make_entry("https://b/1", source="blog")])
+    store.add_entries([make_entry("https://a.test/1"), make_entry("https://a.test/2")])
+    store.add_entries([make_entry("https://b.test/1", source="blog")])
     store.record_poll("kexue", T0, ok=True, error=None, new=2, updated=0)
     store.save_source_meta("kexue", {"title": "科学空间|Scientific Spaces"})
     store.set_next_poll("idle", T0)
@@ -363,11 +363,11 @@ def test_fetch_log_keeps_the_newest_rows(store: Store, monkeypatch: pytest.Monke
             T0 + timedelta(minutes=i),
             [FetchLog(f"https://kexue.fm/page/{i}/", 200, 10, 0.1)],
         )
-    store.log_fetches("other", T0, [FetchLog("https://b/", None, 0, 20.0, "timeout")])
+    store.log_fetches("other", T0, [FetchLog("https://b.test/", None, 0, 20.0, "timeout")])
     logged = store.fetches("kexue")
     assert [log.url for _, log in logged] == [f"https://kexue.fm/page/{i}/" for i in (4, 3, 2)]
     assert logged[0][0] == T0 + timedelta(minutes=4)
-    assert store.fetches("other") == [(T0, FetchLog("https://b/", None, 0, 20.0, "timeout"))]
+    assert store.fetches("other") == [(T0, FetchLog("https://b.test/", None, 0, 20.0, "timeout"))]
 
 
 # --- events -----------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_fetch_log_keeps_the_newest_rows(store: Store, monkeypatch: pytest.Monke
 def add_events(store: Store) -> None:
     for minute, kind in enumerate(["new", "updated", "failing", "recovered"]):
         store.add_event(
-            Event("kexue", T0 + timedelta(minutes=minute), kind, "https://a/1", {"n": minute})
+            Event("kexue", T0 + timedelta(minutes=minute), kind, "https://a.test/1", {"n": minute})
         )
     store.add_event(Event("other", T0 + timedelta(hours=1), "new"))
 
@@ -386,7 +386,7 @@ def test_events_are_newest_first_with_their_data(store: Store) -> None:
     events = store.events("kexue")
     assert [event.kind for event in events] == ["recovered", "failing", "updated", "new"]
     assert events[0] == Event(
-        "kexue", T0 + timedelta(minutes=3), "recovered", "https://a/1", {"n": 3}
+        "kexue", T0 + timedelta(minutes=3), "recovered", "https://a.test/1", {"n": 3}
     )
 
 
@@ -424,7 +424,7 @@ WRITER = textwrap.dedent(
     t0 = datetime(2024, 5, 10, tzinfo=UTC)
     for i in range(40):
         at = t0 + timedelta(seconds=i)
-        link = f"https://x/{i}"
+        link = f"https://x.test/{i}"
         entry = Entry(name, link, "t", False, "", "", None, at, False, at, at, at, "f" * 64)
         with store.transaction():
             stored = store.entries(name)
@@ -473,7 +473,7 @@ def test_threads_sharing_one_store_do_not_mix_transactions(store: Store) -> None
         for i in range(30):
             try:
                 with store.transaction():
-                    store.add_entries([make_entry(f"https://x/{i}", source=name)])
+                    store.add_entries([make_entry(f"https://x.test/{i}", source=name)])
                     time.sleep(0.001)
                     if i % 3 == 0:
                         raise KeyError(i)
@@ -489,5 +489,5 @@ def test_threads_sharing_one_store_do_not_mix_transactions(store: Store) -> None
     for thread in threads:
         thread.join()
     assert errors == []
-    committed = {f"https://x/{i}" for i in range(30) if i % 3}
+    committed = {f"https://x.test/{i}" for i in range(30) if i % 3}
     assert set(store.entries("alpha")) == set(store.entries("beta")) == committed

@@ -12,10 +12,8 @@ import asyncio
 import json
 import re
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from feedwatch.notify import Notifier
 from feedwatch.poll import refresh
 from feedwatch.store import Store
 from tests.conftest import KEXUE_SELECT, run_cli, write_config
-from tests.site import TRUTH, Site
+from tests.site import TRUTH, Receiver, Site
 
 T0 = datetime.fromisoformat(TRUTH["pages"]["home-1.html"]["fetched_at"])
 PAGE1 = TRUTH["pages"]["home-1.html"]["entries"]
@@ -39,41 +37,6 @@ PAGINATION = '\t\t<div class="pagination" role="navigation">'
 
 def at(hours: int) -> datetime:
     return T0 + timedelta(hours=hours)
-
-
-class Receiver:
-    """A webhook on 127.0.0.1 that keeps the JSON body of every POST apprise sends it."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.paths: list[str] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.paths.append(self.path)
-                receiver.messages.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def titles(self) -> list[str]:
-        return [m["title"] for m in self.messages]
 
 
 @pytest.fixture
