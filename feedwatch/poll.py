@@ -16,15 +16,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from feedwatch import clean, dates, detail, detect, diff, extract, feeds, mathml
 from feedwatch.config import Config, Source
 from feedwatch.fetch import Fetcher, FetchError
 from feedwatch.models import (
+    DateParts,
     Entry,
     Event,
     Extraction,
@@ -33,6 +33,7 @@ from feedwatch.models import (
     PollResult,
     RawEntry,
     Selectors,
+    Validators,
 )
 from feedwatch.store import Store
 
@@ -58,13 +59,37 @@ class Context:
     parses: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Fetched:
-    """One index page of this poll: its response, and what it yielded if it was parsed."""
+    """One index page of this poll: its response, and what it yielded if it was parsed.
+
+    A parsed page's entries are dated and fingerprinted once, here: the walk, the
+    entries, the diff and the page order all need the same values.
+    """
 
     page: Page
+    previous: Validators | None
     extraction: Extraction | None
     links: list[str]
+    parts: list[DateParts | None] = field(default_factory=list)
+    moments: list[datetime | None] = field(default_factory=list)
+    prints: list[str] = field(default_factory=list)
+
+
+def _parsed(
+    source: Source, page: Page, previous: Validators | None, extraction: Extraction, now: datetime
+) -> _Fetched:
+    raws = extraction.entries
+    parts = [dates.parse_date(r.date_text, r.date_attr) for r in raws]
+    return _Fetched(
+        page,
+        previous,
+        extraction,
+        [r.link for r in raws],
+        parts,
+        dates.resolve_dates(parts, now=now, tz=source.tz),
+        [diff.fingerprint(r.title, r.teaser_text, source.ignore_patterns) for r in raws],
+    )
 
 
 def lock_path(config: Config, name: str) -> Path:
@@ -78,8 +103,11 @@ async def source_lock(config: Config, name: str) -> AsyncIterator[None]:
     flock dies with its process, so a SIGKILLed run never leaves a stale lock behind.
     """
     path = lock_path(config, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = path.open("a")
+    try:
+        fd = path.open("a")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = path.open("a")
     try:
         while True:
             try:
@@ -100,7 +128,7 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
         now = ctx.now()
         try:
             async with asyncio.timeout(source.poll_timeout):
-                fetched = await _fetch_index(ctx, source, logs, full=full)
+                fetched = await _fetch_index(ctx, source, logs, now, full=full)
             entries = _build_entries(ctx, source, fetched, now)
             fixes: list[Entry] = []
             if source.detail or source.content == "full":
@@ -140,8 +168,9 @@ def _log_result(result: PollResult) -> None:
         log.warning("%s: error: %s", result.source, result.error)
 
 
-async def _get(ctx: Context, source: Source, url: str, logs: list[FetchLog], *, full: bool) -> Page:
-    validators = None if full else ctx.store.page_state(url)
+async def _get(
+    ctx: Context, source: Source, url: str, logs: list[FetchLog], validators: Validators | None
+) -> Page:
     try:
         page = await ctx.fetcher.get(
             url,
@@ -158,7 +187,7 @@ async def _get(ctx: Context, source: Source, url: str, logs: list[FetchLog], *, 
 
 
 async def _fetch_index(
-    ctx: Context, source: Source, logs: list[FetchLog], *, full: bool
+    ctx: Context, source: Source, logs: list[FetchLog], now: datetime, *, full: bool
 ) -> list[_Fetched]:
     """Fetch page 1 and follow next pages; a later page that fails only ends the walk."""
     meta = ctx.store.source_meta(source.name)
@@ -171,13 +200,13 @@ async def _fetch_index(
     url: str | None = source.url
     while url and url not in visited and len(fetched) < source.max_pages:
         visited.add(url)
+        previous = ctx.store.page_state(source.name, url)
         try:
-            page = await _get(ctx, source, url, logs, full=full)
+            page = await _get(ctx, source, url, logs, None if full else previous)
         except FetchError:
             if not fetched:
                 raise
             break
-        previous = ctx.store.page_state(url)
         unchanged = page.not_modified or (
             not full
             and previous is not None
@@ -186,26 +215,24 @@ async def _fetch_index(
             and url in page_links
         )
         if unchanged:
-            fetched.append(_Fetched(page, None, list(page_links.get(url, []))))
+            fetched.append(_Fetched(page, previous, None, list(page_links.get(url, []))))
             break
         extraction = _extract(ctx, source, page, first=not fetched)
-        links = [e.link for e in extraction.entries]
-        fetched.append(_Fetched(page, extraction, links))
+        item = _parsed(source, page, previous, extraction, now)
+        fetched.append(item)
         if not full:
             stored = ctx.store.entries(source.name) if stored is None else stored
-            if _all_known(extraction.entries, stored, source):
+            if _all_known(item, stored):
                 break
         url = extraction.next_page or page_next.get(url)
     return fetched
 
 
-def _all_known(raws: Sequence[RawEntry], stored: dict[str, Entry], source: Source) -> bool:
+def _all_known(item: _Fetched, stored: dict[str, Entry]) -> bool:
     """True when every entry of a page is stored with the same fingerprint: older pages can wait."""
-    return bool(raws) and all(
-        r.link in stored
-        and stored[r.link].fingerprint
-        == diff.fingerprint(r.title, r.teaser_text, source.ignore_patterns)
-        for r in raws
+    return bool(item.links) and all(
+        link in stored and stored[link].fingerprint == print_
+        for link, print_ in zip(item.links, item.prints, strict=True)
     )
 
 
@@ -273,19 +300,19 @@ def _build_entries(
     for item in fetched:
         if item.extraction is None:
             continue
-        raws = item.extraction.entries
-        parts = [dates.parse_date(r.date_text, r.date_attr) for r in raws]
-        resolved = dates.resolve_dates(parts, now=now, tz=source.tz)
-        for raw, part, when in zip(raws, parts, resolved, strict=True):
-            out.append(_entry(source, raw, part, when, stored.get(raw.link), now))
+        for raw, part, when, print_ in zip(
+            item.extraction.entries, item.parts, item.moments, item.prints, strict=True
+        ):
+            out.append(_entry(source, raw, part, when, print_, stored.get(raw.link), now))
     return out
 
 
 def _entry(
     source: Source,
     raw: RawEntry,
-    part: Any,
+    part: DateParts | None,
     when: datetime | None,
+    fingerprint: str,
     old: Entry | None,
     now: datetime,
 ) -> Entry:
@@ -307,7 +334,7 @@ def _entry(
         first_seen=old.first_seen if old else now,
         last_seen=now,
         updated=old.updated if old else now,
-        fingerprint=diff.fingerprint(raw.title, raw.teaser_text, source.ignore_patterns),
+        fingerprint=fingerprint,
         content_html=old.content_html if old else None,
     )
 
@@ -341,7 +368,7 @@ async def _add_details(
     async def enrich(entry: Entry) -> Entry:
         async with gate:
             try:
-                page = await _get(ctx, source, entry.link, logs, full=True)
+                page = await _get(ctx, source, entry.link, logs, None)
             except FetchError:
                 attempts[entry.link] = attempts.get(entry.link, 0) + 1
                 return entry
@@ -396,20 +423,26 @@ def _commit(
     """Write everything one poll learnt in one transaction, feeds included."""
     store = ctx.store
     name = source.name
+    first_page = fetched[0]
+    page1_links = first_page.links
+    # An unchanged page 1 ends the walk, so nothing was parsed and nothing can differ:
+    # such a poll (the common one) reads no entries and writes only its bookkeeping.
+    parsed = first_page.extraction is not None
     with store.transaction():
-        stored = store.entries(name)
-        backfill = not stored
-        first_page = fetched[0]
-        page1_links = first_page.links
-        previous_first = store.first_page(name)
-        changes = diff.diff(
-            entries,
-            stored,
-            now=now,
-            first_page_links=page1_links if first_page.extraction is not None else (),
-            previous_first_page=previous_first if first_page.extraction is not None else (),
-            newest_first=_page_order(source, first_page, now),
-        )
+        if parsed:
+            stored = store.entries(name)
+            backfill = not stored
+            changes = diff.diff(
+                entries,
+                stored,
+                now=now,
+                first_page_links=page1_links,
+                previous_first_page=store.first_page(name),
+                newest_first=_page_order(first_page),
+            )
+        else:
+            backfill = False
+            changes = diff.Changes((), (), (), ())
         store.add_entries(changes.new)
         store.update_entries(changes.updated, now)
         store.save_details(fixes)
@@ -421,10 +454,11 @@ def _commit(
         if source.drop_removed and changes.removed:
             store.delete_entries(name, [e.link for e in changes.removed])
         for item in fetched:
-            store.save_page_state(item.page.url, item.page.validators)
-        if first_page.extraction is not None:
+            if item.page.validators != item.previous:
+                store.save_page_state(name, item.page.url, item.page.validators)
+        if parsed:
             store.save_first_page(name, page1_links)
-        _save_page_meta(store, source, fetched)
+            _save_page_meta(store, source, fetched)
         status = store.status(name)
         events = _events(source, changes, now, backfill=backfill)
         if status is not None and status.ok is False:
@@ -458,7 +492,7 @@ def _commit(
     )
 
 
-def _page_order(source: Source, first: _Fetched, now: datetime) -> bool | None:
+def _page_order(first: _Fetched) -> bool | None:
     """Whether page 1 lists newest first, read from its dates; None when they do not tell.
 
     Removal detection needs to know which end of page 1 new posts push entries
@@ -468,9 +502,7 @@ def _page_order(source: Source, first: _Fetched, now: datetime) -> bool | None:
     """
     if first.extraction is None:
         return None
-    parts = [dates.parse_date(r.date_text, r.date_attr) for r in first.extraction.entries]
-    resolved = dates.resolve_dates(parts, now=now, tz=source.tz)
-    moments = [m for m in resolved if m is not None]
+    moments = [m for m in first.moments if m is not None]
     down = sum(1 for a, b in itertools.pairwise(moments) if a > b)
     up = sum(1 for a, b in itertools.pairwise(moments) if a < b)
     if up + down < 2:
@@ -547,15 +579,15 @@ def feed_meta(config: Config, source: Source, store: Store) -> feeds.FeedMeta:
     )
 
 
-def _render_key(config: Config, source: Source, meta: feeds.FeedMeta) -> str:
+def _render_key(config: Config, source: Source, title: str) -> str:
     """What, besides the entries, changes the feed bytes: re-render when it moves."""
     return "|".join(
         map(
             str,
             (
-                meta.title,
-                meta.site_url,
-                meta.base_url,
+                title,
+                source.url,
+                config.base_url,
                 source.max_entries,
                 source.math,
                 source.announce_updates,
@@ -566,12 +598,11 @@ def _render_key(config: Config, source: Source, meta: feeds.FeedMeta) -> str:
 
 def _write_feeds(ctx: Context, source: Source, *, changed: bool) -> None:
     store = ctx.store
-    meta = feed_meta(ctx.config, source, store)
-    key = _render_key(ctx.config, source, meta)
+    meta = store.source_meta(source.name)
+    key = _render_key(ctx.config, source, source.title or meta.get("page_title") or source.name)
     out = ctx.config.output_dir
     paths = [out / f"{source.name}.{ext}" for ext in ("rss", "atom", "json")]
-    stored_key = store.source_meta(source.name).get("render_key")
-    if not changed and stored_key == key and all(p.exists() for p in paths):
+    if not changed and meta.get("render_key") == key and all(map(_intact, paths)):
         return
     entries = store.feed_entries(source.name, source.max_entries)
     if source.math == "mathml":
@@ -584,8 +615,16 @@ def _write_feeds(ctx: Context, source: Source, *, changed: bool) -> None:
             for e in entries
         ]
     out.mkdir(parents=True, exist_ok=True)
-    feeds.write_feeds(out, meta, entries)
+    feeds.write_feeds(out, feed_meta(ctx.config, source, store), entries)
     store.save_source_meta(source.name, {"render_key": key})
+
+
+def _intact(path: Path) -> bool:
+    """A feed deleted or emptied behind our back (or by a power cut) is rendered again."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _fail(

@@ -313,8 +313,8 @@ class Store:
             ["source", "id"], index_name="fetch_log_source", if_not_exists=True
         )
         db["pages"].create(
-            {"url": str, "etag": str, "last_modified": str, "body_hash": str},
-            pk="url",
+            {"source": str, "url": str, "etag": str, "last_modified": str, "body_hash": str},
+            pk=("source", "url"),
             if_not_exists=True,
         )
         db["sources"].create(
@@ -414,23 +414,31 @@ class Store:
             rows = self._conn.execute("PRAGMA integrity_check").fetchall()
         return "\n".join(str(row[0]) for row in rows)
 
-    def page_state(self, url: str) -> Validators | None:
+    def page_state(self, source: str, url: str) -> Validators | None:
+        """What the server said about `url` when `source` last polled it.
+
+        Kept per source: a source added later on an already polled URL must not
+        inherit validators that would earn it a 304 for a page it never parsed.
+        """
         with self._read():
             row = self._conn.execute(
-                "SELECT etag, last_modified, body_hash FROM pages WHERE url = ?", (_safe(url),)
+                "SELECT etag, last_modified, body_hash FROM pages WHERE source = ? AND url = ?",
+                (source, _safe(url)),
             ).fetchone()
         return None if row is None else Validators(*row)
 
-    def save_page_state(self, url: str, validators: Validators) -> None:
+    def save_page_state(self, source: str, url: str, validators: Validators) -> None:
         with self._write():
             self._conn.execute(
-                "INSERT INTO pages (url, etag, last_modified, body_hash) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (url) DO UPDATE SET etag = excluded.etag,"
+                "INSERT INTO pages (source, url, etag, last_modified, body_hash)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (source, url) DO UPDATE SET etag = excluded.etag,"
                 " last_modified = excluded.last_modified, body_hash = excluded.body_hash"
                 # An unchanged row is not rewritten: a warm poll of a 304 dirties no page.
                 " WHERE etag IS NOT excluded.etag OR last_modified IS NOT excluded.last_modified"
                 " OR body_hash IS NOT excluded.body_hash",
                 (
+                    source,
                     _safe(url),
                     _safe(validators.etag),
                     _safe(validators.last_modified),

@@ -37,7 +37,7 @@ class Route:
     last_modified: str = field(default_factory=lambda: formatdate(usegmt=True))
     gzip: bool = False
     fault: Callable[[BaseHTTPRequestHandler], None] | None = None
-    delay: float = 0.0
+    delay: float = 0.0  # seconds before answering: a run slow enough to interrupt
 
 
 @dataclass

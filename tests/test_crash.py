@@ -266,7 +266,6 @@ def test_sigkill_at_any_point_leaves_a_whole_store_and_whole_feeds(crashes: Cras
     # Not vacuous: some kill landed after some sources were committed but before all were,
     # and some between a source's feed write and its commit.
     assert any(0 < w.committed < SOURCES for _, w in partial), partial
-    print("PARTIAL", partial)
     assert any(w.ahead for _, w in partial), partial
 
 

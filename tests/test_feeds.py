@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import html
+import io
 import json
 import os
 import re
@@ -601,10 +602,11 @@ def test_write_if_changed_on_full_disk_raises_and_cleans_up(
     target = tmp_path / "kexue.rss"
     target.write_bytes(b"old feed")
 
-    def disk_full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    class FullDisk(io.FileIO):
+        def write(self, data: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(feeds.os, "fsync", disk_full)
+    monkeypatch.setattr(feeds.os, "fdopen", lambda fd, mode: FullDisk(fd, mode))
     with pytest.raises(OSError) as caught:
         write_if_changed(target, b"new feed")
     assert caught.value.errno == errno.ENOSPC

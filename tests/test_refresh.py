@@ -312,3 +312,17 @@ def test_store_holds_no_duplicate_entries_after_repeated_refreshes(kexue: Path) 
     db = sqlite3.connect(config_mod.load(kexue).state)
     rows = db.execute("select count(*), count(distinct source || link) from entries").fetchone()
     assert rows == (32, 32)
+
+
+def test_a_source_added_later_on_an_already_polled_url_gets_its_entries(
+    site: Site, tmp_path: Path
+) -> None:
+    site.serve_fixture_site()
+    first = f'[[sources]]\nname = "a"\nurl = "{site.url("/")}"\n'
+    config = write_config(tmp_path, first)
+    assert run_cli("refresh", "--config", str(config)).stdout.splitlines()[0].startswith("a: 8 new")
+    config.write_text(
+        config.read_text(encoding="utf-8") + first.replace('"a"', '"b"'), encoding="utf-8"
+    )
+    result = run_cli("refresh", "--config", str(config))
+    assert result.stdout.splitlines() == ["a: 0 new, 0 updated, 8 seen", "b: 8 new, 0 updated, 0 seen"]

@@ -213,12 +213,12 @@ def test_rolled_back_transaction_leaves_nothing(store: Store) -> None:
         store.add_entries([make_entry("https://a.test/1")])
         store.record_poll("kexue", T0, ok=True, error=None, new=1, updated=0)
         store.add_event(Event("kexue", T0, "new", "https://a.test/1"))
-        store.save_page_state("https://kexue.fm/", Validators(etag='"x"'))
+        store.save_page_state("kexue", "https://kexue.fm/", Validators(etag='"x"'))
         raise RuntimeError("boom")
     assert store.count_entries("kexue") == 0
     assert store.status("kexue") is None
     assert store.events("kexue") == []
-    assert store.page_state("https://kexue.fm/") is None
+    assert store.page_state("kexue", "https://kexue.fm/") is None
 
 
 def test_committed_transaction_is_visible_to_another_connection(
@@ -281,12 +281,12 @@ def test_integrity_check_reports_ok(store: Store) -> None:
 
 def test_validators_round_trip(store: Store) -> None:
     validators = Validators(etag='W/"abc"', last_modified="Fri, 10 May 2024 04:00:00 GMT")
-    store.save_page_state("https://kexue.fm/", validators)
-    assert store.page_state("https://kexue.fm/") == validators
+    store.save_page_state("kexue", "https://kexue.fm/", validators)
+    assert store.page_state("kexue", "https://kexue.fm/") == validators
     replaced = Validators(body_hash="0" * 64)
-    store.save_page_state("https://kexue.fm/", replaced)
-    assert store.page_state("https://kexue.fm/") == replaced
-    assert store.page_state("https://kexue.fm/page/2/") is None
+    store.save_page_state("kexue", "https://kexue.fm/", replaced)
+    assert store.page_state("kexue", "https://kexue.fm/") == replaced
+    assert store.page_state("kexue", "https://kexue.fm/page/2/") is None
 
 
 def test_consecutive_failures_count_up_and_reset_on_success(store: Store) -> None:
