@@ -195,7 +195,9 @@ def detect(html: str, url: str, *, tree: LexborHTMLParser | None = None) -> Dete
 
 class _Site:
     """The page's own site, for telling entry links from links elsewhere. Keys are
-    memoised by href and by node, because pages repeat the same links many times."""
+    memoised by href and by node, because pages repeat the same links many times; and
+    so are the texts of elements, which the nested candidates of one list (the post, its
+    body, its paragraphs) and the next-page search read over and over."""
 
     def __init__(self, base: str, host: str, page_key: str) -> None:
         self.base = base
@@ -203,6 +205,7 @@ class _Site:
         self.page_key = page_key
         self._by_href: dict[str, str | None] = {}
         self._by_node: dict[int, str | None] = {}
+        self._texts: dict[int, str] = {}
 
     @classmethod
     def of(cls, url: str) -> _Site | None:
@@ -223,6 +226,14 @@ class _Site:
         key = self.key(node.attributes.get("href"))
         self._by_node[ident] = key
         return key
+
+    def text(self, node: LexborNode) -> str:
+        """`_text` of an element of this page."""
+        ident = node.mem_id
+        text = self._texts.get(ident)
+        if text is None:
+            text = self._texts[ident] = _text(node)
+        return text
 
     def key(self, href: str | None) -> str | None:
         """The path and query a same-site link points to; None for other sites, other

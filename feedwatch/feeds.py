@@ -57,14 +57,12 @@ class FeedMeta:
 
 def render_rss(meta: FeedMeta, entries: Sequence[Entry]) -> bytes:
     """RSS 2.0 with atom:link rel=self, guid = link, dc:creator for authors (RSS wants e-mails)."""
-    fg = _generator(meta, entries, _feed_url(meta.base_url, meta.name, "rss"), "rss")
-    return fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    return _rss(meta, _generator(meta, entries))
 
 
 def render_atom(meta: FeedMeta, entries: Sequence[Entry]) -> bytes:
     """Atom 1.0 (RFC 4287) with summary/content typed as HTML, never HTML in a text construct."""
-    fg = _generator(meta, entries, _feed_url(meta.base_url, meta.name, "atom"), "atom")
-    return fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    return _atom(meta, _generator(meta, entries))
 
 
 def render_json(meta: FeedMeta, entries: Sequence[Entry]) -> bytes:
@@ -78,7 +76,8 @@ def render_json(meta: FeedMeta, entries: Sequence[Entry]) -> bytes:
     }
     if description := _clean(meta.description).strip():
         feed["description"] = description
-    text = json.dumps(feed, ensure_ascii=False, sort_keys=True, indent=2)
+    # Compact separators keep json on its C encoder; indentation would force the Python one.
+    text = json.dumps(feed, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return (text + "\n").encode("utf-8")
 
 
@@ -135,26 +134,48 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 def write_feeds(output_dir: Path, meta: FeedMeta, entries: Sequence[Entry]) -> list[Path]:
     """Write NAME.rss, NAME.atom and NAME.json; return only the paths whose bytes changed."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    fg = _generator(meta, entries)
     rendered = (
-        (output_dir / f"{meta.name}.rss", render_rss(meta, entries)),
-        (output_dir / f"{meta.name}.atom", render_atom(meta, entries)),
+        (output_dir / f"{meta.name}.rss", _rss(meta, fg)),
+        (output_dir / f"{meta.name}.atom", _atom(meta, fg)),
         (output_dir / f"{meta.name}.json", render_json(meta, entries)),
     )
     return [path for path, data in rendered if write_if_changed(path, data)]
 
 
-def _generator(meta: FeedMeta, entries: Sequence[Entry], self_url: str, kind: str) -> FeedGenerator:
-    """One FeedGenerator per format, because RSS and Atom each need their own self link."""
+def _rss(meta: FeedMeta, fg: FeedGenerator) -> bytes:
+    _self_link(meta, fg, "rss")
+    return fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+
+
+def _atom(meta: FeedMeta, fg: FeedGenerator) -> bytes:
+    _self_link(meta, fg, "atom")
+    return fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+
+
+def _self_link(meta: FeedMeta, fg: FeedGenerator, kind: str) -> None:
+    """RSS and Atom each point at their own file; the rest of one generator serves both."""
+    self_url = _feed_url(meta.base_url, meta.name, kind)
+    # feedgen turns the last link() into the RSS channel <link>: self first, alternate last.
+    fg.link(
+        [
+            {"href": self_url, "rel": "self", "type": f"application/{kind}+xml"},
+            {"href": _clean(meta.site_url), "rel": "alternate", "type": "text/html"},
+        ],
+        replace=True,
+    )
+
+
+def _generator(meta: FeedMeta, entries: Sequence[Entry]) -> FeedGenerator:
+    """Feed and entries, built once for both XML formats (building costs more than writing)."""
     unique = list(_unique(entries))
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)
     title = _feed_title(meta)
-    fg.id(self_url)
+    # Atom's id; RSS has none.
+    fg.id(_feed_url(meta.base_url, meta.name, "atom"))
     fg.title(title)
     fg.description(_clean(meta.description).strip() or title)
-    # feedgen turns the last link() into the RSS channel <link>: self first, alternate last.
-    fg.link(href=self_url, rel="self", type=f"application/{kind}+xml")
-    fg.link(href=_clean(meta.site_url), rel="alternate", type="text/html")
     fg.updated(_moment(meta.updated))
     fg.generator(GENERATOR)
     # RFC 4287 wants a feed-level author unless every entry names one.
@@ -254,4 +275,3 @@ def _moment(value: datetime) -> datetime:
 def _feed_url(base_url: str, name: str, extension: str) -> str:
     base = _clean(base_url)
     return f"{base if base.endswith('/') else base + '/'}{name}.{extension}"
-

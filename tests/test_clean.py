@@ -92,7 +92,8 @@ def test_clean_html_keeps_http_https_and_mailto_links() -> None:
 
 def test_clean_html_makes_relative_urls_absolute_against_the_base() -> None:
     cleaned = clean_html(
-        '<a href="/archives/8838">a</a><a href="next.html">b</a><img src="//cdn.example.test/i.png">'
+        '<a href="/archives/8838">a</a><a href="next.html">b</a>'
+        '<img src="//cdn.example.test/i.png">'
         '<img src="/usr/uploads/2023/11/3713620478.png">',
         BASE,
     )

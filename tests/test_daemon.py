@@ -102,7 +102,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     site.put("/growing/", site.fixture("home-3.html"))
     d = Daemon(site, tmp_path_factory.mktemp("daemon"))
     try:
-        wait_for(lambda: d.get("/kexue.atom").status_code == 200 and d.get("/math.atom"))
+        wait_for(
+            lambda: all(
+                d.get(f"/{n}.{x}").status_code == 200
+                for n in ("kexue", "math")
+                for x in ("atom", "rss")
+            )
+        )
         yield d
     finally:
         if d.proc.poll() is None:

@@ -283,7 +283,9 @@ def test_long_sidebar_list_with_dates_loses_to_fewer_entries_with_teasers() -> N
         f'<li><a href="/p/{n}/">Post number {n}</a> <span>May {n}, 2024</span></li>'
         for n in range(1, 16)
     )
-    found = detect(_page("".join(_post(n) for n in (1, 2, 3)), side + "</ul>"), "https://b.org.test/")
+    found = detect(
+        _page("".join(_post(n) for n in (1, 2, 3)), side + "</ul>"), "https://b.org.test/"
+    )
     assert found is not None
     assert (found.selectors.entry, found.count) == ("div.entry", 3)
 
@@ -354,7 +356,8 @@ def test_forum_rows_dated_only_by_relative_times_get_their_date_cell() -> None:
     assert found is not None
     assert (found.selectors.entry, found.selectors.date) == ("tr.topic", "td.age")
     dates = [
-        e.date_text for e in extract(html, "https://forum.b.org.test/latest", found.selectors).entries
+        e.date_text
+        for e in extract(html, "https://forum.b.org.test/latest", found.selectors).entries
     ]
     assert dates == [f"{n + 1}h" for n in range(6)]
 
@@ -376,7 +379,9 @@ def test_pages_without_an_entry_list_give_none(html: str, url: str) -> None:
 def test_links_to_other_sites_are_never_entries() -> None:
     html = _page("".join(_post(n) for n in (1, 2, 3)))
     assert (
-        detect(html.replace('href="/p/', 'href="https://elsewhere.net.test/p/'), "https://b.org.test/")
+        detect(
+            html.replace('href="/p/', 'href="https://elsewhere.net.test/p/'), "https://b.org.test/"
+        )
         is None
     )
 

@@ -252,7 +252,13 @@ def test_same_link_twice_prefers_the_real_title() -> None:
 
 # --- diff: removed from index ---------------------------------------------
 
-PREVIOUS = ["https://x.test/e", "https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"]
+PREVIOUS = [
+    "https://x.test/e",
+    "https://x.test/d",
+    "https://x.test/c",
+    "https://x.test/b",
+    "https://x.test/a",
+]
 
 
 def removed_links(current_page: list[str], newest_first: bool | None = True) -> list[str]:
@@ -270,19 +276,24 @@ def removed_links(current_page: list[str], newest_first: bool | None = True) -> 
 
 
 def test_entry_gone_from_page_one_while_older_neighbour_stays_is_removed() -> None:
-    assert removed_links(["https://x.test/e", "https://x.test/c", "https://x.test/b", "https://x.test/a"]) == [
-        "https://x.test/d"
-    ]
+    assert removed_links(
+        ["https://x.test/e", "https://x.test/c", "https://x.test/b", "https://x.test/a"]
+    ) == ["https://x.test/d"]
 
 
 def test_newest_entry_gone_while_older_ones_stay_is_removed() -> None:
-    assert removed_links(["https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"]) == [
-        "https://x.test/e"
-    ]
+    assert removed_links(
+        ["https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"]
+    ) == ["https://x.test/e"]
 
 
 def test_entries_pushed_off_the_end_of_page_one_are_not_removed() -> None:
-    assert removed_links(["https://x.test/new2", "https://x.test/new1", "https://x.test/e", "https://x.test/d"]) == []
+    assert (
+        removed_links(
+            ["https://x.test/new2", "https://x.test/new1", "https://x.test/e", "https://x.test/d"]
+        )
+        == []
+    )
 
 
 def test_entry_pushed_to_page_two_is_not_removed() -> None:
@@ -311,10 +322,15 @@ def test_oldest_first_page_pushing_off_its_start_is_not_removed() -> None:
 
 
 def test_unknown_order_needs_survivors_on_both_sides() -> None:
-    assert removed_links(["https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"], None) == []
-    assert removed_links(["https://x.test/e", "https://x.test/c", "https://x.test/b", "https://x.test/a"], None) == [
-        "https://x.test/d"
-    ]
+    assert (
+        removed_links(
+            ["https://x.test/d", "https://x.test/c", "https://x.test/b", "https://x.test/a"], None
+        )
+        == []
+    )
+    assert removed_links(
+        ["https://x.test/e", "https://x.test/c", "https://x.test/b", "https://x.test/a"], None
+    ) == ["https://x.test/d"]
 
 
 def test_nothing_is_removed_without_a_previous_page_one() -> None:

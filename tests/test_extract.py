@@ -68,7 +68,9 @@ def page(body: str, head: str = "") -> str:
     return f"<html><head>{head}</head><body>{body}</body></html>"
 
 
-def one_entry(body: str, selectors: Selectors = SIMPLE, url: str = "https://example.com/") -> RawEntry:
+def one_entry(
+    body: str, selectors: Selectors = SIMPLE, url: str = "https://example.com/"
+) -> RawEntry:
     result = extract(page(body), url, selectors)
     assert len(result.entries) == 1
     return result.entries[0]
@@ -390,9 +392,15 @@ def test_extract_without_a_tree_parses_the_page_once(monkeypatch: pytest.MonkeyP
 
 def test_next_page_from_rel_next_when_no_selector_is_configured() -> None:
     html = page("<a rel='prev' href='/1'>prev</a>", head='<link rel="next" href="/page/3/#top">')
-    assert extract(html, "https://example.com/page/2/", SIMPLE).next_page == "https://example.com/page/3/"
+    assert (
+        extract(html, "https://example.com/page/2/", SIMPLE).next_page
+        == "https://example.com/page/3/"
+    )
     html = page("<a rel='nofollow next' href='?page=3'>next</a>")
-    assert extract(html, "https://example.com/list", SIMPLE).next_page == "https://example.com/list?page=3"
+    assert (
+        extract(html, "https://example.com/list", SIMPLE).next_page
+        == "https://example.com/list?page=3"
+    )
 
 
 def test_next_page_equal_to_the_current_page_is_none() -> None:

@@ -325,4 +325,7 @@ def test_a_source_added_later_on_an_already_polled_url_gets_its_entries(
         config.read_text(encoding="utf-8") + first.replace('"a"', '"b"'), encoding="utf-8"
     )
     result = run_cli("refresh", "--config", str(config))
-    assert result.stdout.splitlines() == ["a: 0 new, 0 updated, 8 seen", "b: 8 new, 0 updated, 0 seen"]
+    assert result.stdout.splitlines() == [
+        "a: 0 new, 0 updated, 8 seen",
+        "b: 8 new, 0 updated, 0 seen",
+    ]

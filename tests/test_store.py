@@ -79,7 +79,9 @@ def test_entry_round_trips_with_its_published_offset(store: Store) -> None:
 
 
 def test_entries_are_kept_per_source(store: Store) -> None:
-    store.add_entries([make_entry("https://a.test/1"), make_entry("https://a.test/1", source="other")])
+    store.add_entries(
+        [make_entry("https://a.test/1"), make_entry("https://a.test/1", source="other")]
+    )
     assert list(store.entries("kexue")) == ["https://a.test/1"]
     assert store.count_entries("kexue") == 1
     assert store.count_entries("missing") == 0
@@ -92,7 +94,9 @@ def test_adding_an_already_stored_link_keeps_the_first_row(store: Store) -> None
 
 
 def test_lone_surrogates_from_a_page_are_stored_as_replacement_chars(store: Store) -> None:
-    hostile = replace(make_entry("https://a.test/1"), title="bad \ud800 title", teaser_text="x\udfff")
+    hostile = replace(
+        make_entry("https://a.test/1"), title="bad \ud800 title", teaser_text="x\udfff"
+    )
     store.add_entries([hostile])
     store.add_event(Event("kexue", T0, "new", "https://a.test/1", {"title": hostile.title}))
     loaded = store.entries("kexue")["https://a.test/1"]
