@@ -65,6 +65,7 @@ class Daemon:
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     config_mtime: float = 0.0
     stopping: bool = False
+    in_opml: set[str] = field(default_factory=set)
 
     def context(self) -> Context:
         return Context(
@@ -118,9 +119,15 @@ class Daemon:
                 self.inflight.discard(task)
 
     def _after_poll(self, source: Source, result: PollResult) -> None:
-        """Back off on failure, reset on success, and write the next poll where status sees it."""
+        """Back off on failure, reset on success, and write the next poll where status sees it.
+
+        The OPML index only changes when a feed first appears or the config is reloaded,
+        so it is rewritten then, not after every poll of every source.
+        """
         if result.ok:
-            write_opml(self.config, self.store)
+            if source.name not in self.in_opml:
+                write_opml(self.config, self.store)
+                self.in_opml.add(source.name)
             if self.failures.pop(source.name, 0):
                 self.schedule(source, first_in=source.interval)
             else:
@@ -143,6 +150,8 @@ class Daemon:
         old = {s.name: s for s in self.config.sources}
         fresh = {s.name: s for s in new.sources}
         self.config = new
+        self.in_opml.clear()
+        write_opml(new, self.store)
         for name in old.keys() - fresh.keys():
             if self.scheduler.get_job(name):
                 self.scheduler.remove_job(name)

@@ -23,6 +23,7 @@ multiple of one extraction.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -129,6 +130,9 @@ _AGO_ONLY = re.compile(
     r"\d{1,3}\s?(?:s|sec|secs|m|min|mins|h|hr|hrs|d|w|wk|wks|mo|y|yr|yrs)(?:\s+ago)?",
     re.IGNORECASE,
 )
+# What every _DATE and _AGO match contains: a digit or one of these words. Prose without
+# any is common in teasers and sidebars, and this scan rules it out several times faster.
+_DATE_HINT = re.compile(r"\d|today|yesterday|昨天|今天", re.IGNORECASE)
 _READ_MORE = re.compile(
     r"^(?:read\s+more|continue\s+reading|more|keep\s+reading|read\s+the\s+rest|full\s+(?:story"
     r"|article|post)|read\s+(?:full|article|post)|点击阅读全文|阅读全文|阅读更多|继续阅读|查看全文"
@@ -392,13 +396,14 @@ def _best_candidate(
     candidates = list(_candidates(body, links, site))
     for cand in candidates:
         cand.region = _region(cand.parent) * (0.4 ** min(_noise_hits(cand.members[0]), 2))
-        cand.score = _score(cand, site, jsonld)
-    candidates.sort(key=lambda c: c.score, reverse=True)
+    ranked = _ranked(candidates, site, jsonld)
     best: tuple[str, list[LexborNode], float] | None = None
-    placed_count = 0
-    for tried, cand in enumerate(candidates):
-        if tried >= 2 * _TOP or placed_count >= _TOP:
+    placed_count = tried = 0
+    while tried < 2 * _TOP and placed_count < _TOP:
+        cand = next(ranked, None)
+        if cand is None:
             break
+        tried += 1
         if best is not None and cand.score * 2 < best[2]:
             break
         placed = _entry_selector(doc, cand)
@@ -414,16 +419,48 @@ def _best_candidate(
     return best
 
 
+def _ranked(candidates: list[_Candidate], site: _Site, jsonld: set[str]) -> Iterator[_Candidate]:
+    """The candidates scored and best first, in the order a stable sort by score gives,
+    scoring each only once it could come next: a sidebar list's region factor caps its
+    score far below the posts', so most of a page's lists are never read."""
+    pending = sorted(enumerate(candidates), key=lambda ic: _bound(ic[1]), reverse=True)
+    scored: list[tuple[float, int, _Candidate]] = []
+    at = 0
+    while at < len(pending) or scored:
+        while at < len(pending) and (not scored or _bound(pending[at][1]) >= -scored[0][0]):
+            index, cand = pending[at]
+            cand.score = _score(cand, site, jsonld)
+            heapq.heappush(scored, (-cand.score, index, cand))
+            at += 1
+        yield heapq.heappop(scored)[2]
+
+
+def _bound(cand: _Candidate) -> float:
+    """The most `_score` can give the candidate: every blocks-dependent factor at its best
+    (content at 7, the others at 1), plus a margin for rounding."""
+    inline = 0.5 if cand.tag in _INLINE else 1.0
+    return (
+        math.log2(1 + len(cand.members)) * 7.0 * cand.homogeneity**2 * inline * cand.region * 1.01
+    )
+
+
 def _candidates(body: LexborNode, links: list[LexborNode], site: _Site) -> Iterator[_Candidate]:
     """Parents with at least MIN_ENTRIES link-bearing children of one tag, split by class;
     and parents of one shape whose few such children add up (news sections of two)."""
     body_id = body.mem_id
     parents: dict[int, tuple[LexborNode, dict[int, LexborNode]]] = {}
+    # The lowest level each element was climbed from: a walk that reaches an element some
+    # earlier walk climbed from as low or lower would only repeat that walk, so it stops.
+    climbed: dict[int, int] = {}
     for link in links:
         if site.link(link) is None:
             continue
         child = link
-        for _ in range(_MAX_UP):
+        for level in range(_MAX_UP):
+            seen = climbed.get(child.mem_id)
+            if seen is not None and seen <= level:
+                break
+            climbed[child.mem_id] = level
             parent = child.parent
             if parent is None:
                 break
@@ -448,8 +485,10 @@ def _candidates(body: LexborNode, links: list[LexborNode], site: _Site) -> Itera
             else:
                 few.setdefault((_shape(parent), tag), []).append(parent)
     for (_, tag), group in few.items():
+        if len(group) < 2:
+            continue
         total = sum(1 for parent in group for c in parent.iter() if c.mem_id in linked)
-        if len(group) > 1 and total >= max(MIN_ENTRIES, 1.5 * len(group)):
+        if total >= max(MIN_ENTRIES, 1.5 * len(group)):
             siblings = [c for parent in group for c in parent.iter() if c.tag == tag]
             yield from _split_by_class(group[0], siblings, linked)
 
@@ -536,9 +575,10 @@ def _score(cand: _Candidate, site: _Site, jsonld: set[str]) -> float:
     linked = dated = headed = more = semantic = in_ld = 0
     text_total = link_text_total = keys_total = 0
     for m in sample:
-        text = _text(m)
+        text = site.text(m)
         keyed = [(a, k) for a in m.css("a[href]") if (k := site.link(a)) is not None]
-        link_text = sum(len(_text(a)) for a, _ in keyed)
+        link_texts = [site.text(a) for a, _ in keyed]
+        link_text = sum(len(t) for t in link_texts)
         text_total += len(text)
         link_text_total += min(link_text, len(text))
         keys_total += len({k for _, k in keyed})
@@ -547,11 +587,11 @@ def _score(cand: _Candidate, site: _Site, jsonld: set[str]) -> float:
             primary = _primary_key(m, keyed, site)
             primaries.append(primary)
             in_ld += primary in jsonld
-            more += any(_READ_MORE.match(_text(a)) for a, _ in keyed)
+            more += any(_READ_MORE.match(t) for t in link_texts)
         if m.tag in _HEADINGS or m.css_first("h1, h2, h3, h4, h5, h6") is not None:
             headed += 1
         head = text[:600]
-        if m.css_first("time, [datetime]") is not None or _DATE.search(head) or _AGO.search(head):
+        if m.css_first("time, [datetime]") is not None or _mentions_date(head):
             dated += 1
         semantic += _is_semantic(m)
     n = len(sample)
@@ -581,6 +621,12 @@ def _score(cand: _Candidate, site: _Site, jsonld: set[str]) -> float:
     return score * cand.region
 
 
+def _mentions_date(text: str) -> bool:
+    if _DATE_HINT.search(text) is None:
+        return False
+    return _DATE.search(text) is not None or _AGO.search(text) is not None
+
+
 def _primary_key(m: LexborNode, keyed: list[tuple[LexborNode, str]], site: _Site) -> str:
     """The link that names the block: in (or around) its heading, else the first with text."""
     heading = m.css_first("h1 a[href], h2 a[href], h3 a[href], h4 a[href], h5 a[href]")
@@ -589,7 +635,7 @@ def _primary_key(m: LexborNode, keyed: list[tuple[LexborNode, str]], site: _Site
         if key is not None:
             return key
     for a, key in keyed:
-        if _text(a):
+        if site.text(a):
             return key
     return keyed[0][1]
 
@@ -1152,9 +1198,9 @@ def _next_page(doc: LexborHTMLParser, links: list[LexborNode], site: _Site) -> s
         key = site.link(a)
         if key is None:
             continue
-        if _says_next(a):
+        if _says_next(a, site.text(a)):
             by_text.append(a)
-        elif key in wanted and _text(a) == str(number):
+        elif key in wanted and site.text(a) == str(number):
             by_url.append(a)
     for a in by_text + by_url:
         for selector in _next_selectors(a):
@@ -1163,11 +1209,11 @@ def _next_page(doc: LexborHTMLParser, links: list[LexborNode], site: _Site) -> s
     return None
 
 
-def _says_next(a: LexborNode) -> bool:
-    raw = "".join(_text(a).split())
+def _says_next(a: LexborNode, text: str) -> bool:
+    raw = "".join(text.split())
     if raw in _NEXT_SYMBOLS:
         return True
-    words = _text(a).strip(_NEXT_STRIP).casefold()
+    words = text.strip(_NEXT_STRIP).casefold()
     label = (a.attributes.get("aria-label") or "").strip(_NEXT_STRIP).casefold()
     return words in _NEXT_TEXTS or label in _NEXT_TEXTS
 

@@ -104,10 +104,13 @@ async def source_lock(config: Config, name: str) -> AsyncIterator[None]:
     """
     path = lock_path(config, name)
     try:
-        fd = path.open("a")
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = path.open("a")
+        try:
+            fd = path.open("a")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = path.open("a")
+    except OSError as err:
+        raise PollError(f"cannot open lock file {path}: {err.strerror or err}") from err
     try:
         while True:
             try:
@@ -124,9 +127,10 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
     """Poll one source; never raises (cancellation aside)."""
     started = time.monotonic()
     logs: list[FetchLog] = []
-    async with source_lock(ctx.config, source.name):
-        now = ctx.now()
-        try:
+    now = ctx.now()
+    try:
+        async with source_lock(ctx.config, source.name):
+            now = ctx.now()
             async with asyncio.timeout(source.poll_timeout):
                 fetched = await _fetch_index(ctx, source, logs, now, full=full)
             entries = _build_entries(ctx, source, fetched, now)
@@ -134,12 +138,12 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
             if source.detail or source.content == "full":
                 entries, fixes = await _add_details(ctx, source, entries, logs, now)
             result = _commit(ctx, source, fetched, entries, fixes, logs, now)
-        except (FetchError, PollError, TimeoutError, OSError) as err:
-            cause = _cause(err, source)
-            result = _fail(ctx, source, cause, logs, now, getattr(err, "retry_after", None))
-        except Exception as err:
-            log.exception("%s: unexpected error", source.name)
-            result = _fail(ctx, source, f"internal error: {err!r}", logs, now, None)
+    except (FetchError, PollError, TimeoutError, OSError) as err:
+        cause = _cause(err, source)
+        result = _fail(ctx, source, cause, logs, now, getattr(err, "retry_after", None))
+    except Exception as err:
+        log.exception("%s: unexpected error", source.name)
+        result = _fail(ctx, source, f"internal error: {err!r}", logs, now, None)
     result = replace(result, elapsed=time.monotonic() - started)
     _log_result(result)
     return result

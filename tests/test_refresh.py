@@ -329,3 +329,11 @@ def test_a_source_added_later_on_an_already_polled_url_gets_its_entries(
         "a: 0 new, 0 updated, 8 seen",
         "b: 8 new, 0 updated, 0 seen",
     ]
+
+
+def test_an_unusable_lock_directory_fails_the_sources_without_a_traceback(kexue: Path) -> None:
+    (kexue.parent / "state.db.locks").write_text("not a directory")
+    result = run_cli("refresh", "--config", str(kexue))
+    assert result.exit_code == 1
+    assert result.stdout.startswith("kexue: error: cannot open lock file")
+    assert "Traceback" not in result.stdout + result.stderr
