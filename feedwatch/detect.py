@@ -396,16 +396,15 @@ def _best_candidate(
     candidates = list(_candidates(body, links, site))
     for cand in candidates:
         cand.region = _region(cand.parent) * (0.4 ** min(_noise_hits(cand.members[0]), 2))
-    ranked = _ranked(candidates, site, jsonld)
+    ranking = _Ranking(candidates, site, jsonld)
     best: tuple[str, list[LexborNode], float] | None = None
     placed_count = tried = 0
     while tried < 2 * _TOP and placed_count < _TOP:
-        cand = next(ranked, None)
+        # A candidate scoring under half the best so far ends the search.
+        cand = ranking.next(-math.inf if best is None else best[2] / 2)
         if cand is None:
             break
         tried += 1
-        if best is not None and cand.score * 2 < best[2]:
-            break
         placed = _entry_selector(doc, cand)
         if placed is None:
             continue
@@ -419,20 +418,32 @@ def _best_candidate(
     return best
 
 
-def _ranked(candidates: list[_Candidate], site: _Site, jsonld: set[str]) -> Iterator[_Candidate]:
-    """The candidates scored and best first, in the order a stable sort by score gives,
-    scoring each only once it could come next: a sidebar list's region factor caps its
-    score far below the posts', so most of a page's lists are never read."""
-    pending = sorted(enumerate(candidates), key=lambda ic: _bound(ic[1]), reverse=True)
-    scored: list[tuple[float, int, _Candidate]] = []
-    at = 0
-    while at < len(pending) or scored:
-        while at < len(pending) and (not scored or _bound(pending[at][1]) >= -scored[0][0]):
-            index, cand = pending[at]
-            cand.score = _score(cand, site, jsonld)
+class _Ranking:
+    """The candidates best first, in the order a stable sort by score gives, scoring each
+    only once it could come next: a sidebar list's region factor caps its score far below
+    the posts', so most of a page's lists are never read."""
+
+    def __init__(self, candidates: list[_Candidate], site: _Site, jsonld: set[str]) -> None:
+        self.site = site
+        self.jsonld = jsonld
+        self.pending = sorted(enumerate(candidates), key=lambda ic: _bound(ic[1]), reverse=True)
+        self.at = 0
+        self.scored: list[tuple[float, int, _Candidate]] = []
+
+    def next(self, floor: float) -> _Candidate | None:
+        """The next candidate, None when there is none or it scores below `floor`."""
+        scored = self.scored
+        while self.at < len(self.pending):
+            index, cand = self.pending[self.at]
+            bound = _bound(cand)
+            if bound < floor or (scored and bound < -scored[0][0]):
+                break
+            cand.score = _score(cand, self.site, self.jsonld)
             heapq.heappush(scored, (-cand.score, index, cand))
-            at += 1
-        yield heapq.heappop(scored)[2]
+            self.at += 1
+        if not scored or -scored[0][0] < floor:
+            return None
+        return heapq.heappop(scored)[2]
 
 
 def _bound(cand: _Candidate) -> float:
@@ -475,7 +486,10 @@ def _candidates(body: LexborNode, links: list[LexborNode], site: _Site) -> Itera
     linked = {ident for _, children in parents.values() for ident in children}
     few: dict[tuple[tuple[str, ...], str], list[LexborNode]] = {}
     for parent, children in parents.values():
-        per_tag = Counter(c.tag for c in children.values())
+        tags = [c.tag for c in children.values()]
+        # Most parents are links' single-child wrappers: no tag of theirs can repeat.
+        per_tag = Counter(tags) if len(tags) >= MIN_ENTRIES else dict.fromkeys(tags, 1)
+        shape: tuple[str, ...] | None = None
         for tag, count in per_tag.items():
             if not _TAG.match(tag):
                 continue
@@ -483,7 +497,8 @@ def _candidates(body: LexborNode, links: list[LexborNode], site: _Site) -> Itera
                 siblings = [c for c in parent.iter() if c.tag == tag]
                 yield from _split_by_class(parent, siblings, linked)
             else:
-                few.setdefault((_shape(parent), tag), []).append(parent)
+                shape = shape or _shape(parent)
+                few.setdefault((shape, tag), []).append(parent)
     for (_, tag), group in few.items():
         if len(group) < 2:
             continue
@@ -531,13 +546,11 @@ def _homogeneity(siblings: list[LexborNode]) -> float:
     low for a notice, the posts and the pager all being divs of one parent."""
     by_class = Counter(tuple(sorted(_classes(s))) for s in siblings)
     by_class_name = Counter(c for s in siblings for c in set(_classes(s)))
+    top = max(by_class.get((), 0), max(by_class_name.values(), default=0))
+    if top == len(siblings):
+        return 1.0
     by_children = Counter(frozenset(c.tag for c in _element_children(s)) for s in siblings)
-    top = max(
-        by_class.get((), 0),
-        max(by_class_name.values(), default=0),
-        max(by_children.values(), default=0),
-    )
-    return top / len(siblings)
+    return max(top, max(by_children.values(), default=0)) / len(siblings)
 
 
 def _descend(cand: _Candidate) -> _Candidate:

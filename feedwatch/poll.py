@@ -197,8 +197,6 @@ async def _fetch_index(
     meta = ctx.store.source_meta(source.name)
     page_links: dict[str, list[str]] = meta.get("page_links", {})
     page_next: dict[str, str | None] = meta.get("page_next", {})
-    # Read only once a page is parsed: a 304 needs no stored entries.
-    stored: dict[str, Entry] | None = None
     fetched: list[_Fetched] = []
     visited: set[str] = set()
     url: str | None = source.url
@@ -224,10 +222,8 @@ async def _fetch_index(
         extraction = _extract(ctx, source, page, first=not fetched)
         item = _parsed(source, page, previous, extraction, now)
         fetched.append(item)
-        if not full:
-            stored = ctx.store.entries(source.name) if stored is None else stored
-            if _all_known(item, stored):
-                break
+        if not full and _all_known(item, ctx.store.entries(source.name, item.links)):
+            break
         url = extraction.next_page or page_next.get(url)
     return fetched
 
@@ -297,9 +293,10 @@ def _build_entries(
     ctx: Context, source: Source, fetched: Sequence[_Fetched], now: datetime
 ) -> list[Entry]:
     """Turn raw entries into dated, titled, fingerprinted entries, keeping stored dates."""
-    if all(item.extraction is None for item in fetched):
+    links = [link for item in fetched if item.extraction is not None for link in item.links]
+    if not links:
         return []
-    stored = ctx.store.entries(source.name)
+    stored = ctx.store.entries(source.name, links)
     out: list[Entry] = []
     for item in fetched:
         if item.extraction is None:
@@ -355,8 +352,8 @@ async def _add_details(
     retried on later polls, a bounded number of times (the attempt count lives in the
     source's meta), whether or not their index page changed.
     """
-    stored = ctx.store.entries(source.name)
     attempts: dict[str, int] = dict(ctx.store.source_meta(source.name).get("detail_attempts", {}))
+    stored = ctx.store.entries(source.name, [*(e.link for e in entries), *attempts])
     full = source.content == "full"
 
     def wanted(entry: Entry) -> bool:
@@ -434,14 +431,15 @@ def _commit(
     parsed = first_page.extraction is not None
     with store.transaction():
         if parsed:
-            stored = store.entries(name)
-            backfill = not stored
+            backfill = store.count_entries(name) == 0
+            previous_first = store.first_page(name)
+            stored = store.entries(name, [*(e.link for e in entries), *previous_first])
             changes = diff.diff(
                 entries,
                 stored,
                 now=now,
                 first_page_links=page1_links,
-                previous_first_page=store.first_page(name),
+                previous_first_page=previous_first,
                 newest_first=_page_order(first_page),
             )
         else:

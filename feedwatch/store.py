@@ -446,9 +446,23 @@ class Store:
                 ),
             )
 
-    def entries(self, source: str) -> dict[str, Entry]:
+    def entries(self, source: str, links: Sequence[str] | None = None) -> dict[str, Entry]:
+        """The source's stored entries, or only those with the given links.
+
+        A poll asks only for the links it saw, so its memory follows the pages it
+        read, not the thousands of entries a source may have gathered over the years.
+        """
         with self._read():
-            rows = self._conn.execute(_ENTRY_SELECT + " WHERE source = ?", (source,)).fetchall()
+            if links is None:
+                rows = self._conn.execute(
+                    _ENTRY_SELECT + " WHERE source = ?", (source,)
+                ).fetchall()
+            else:
+                rows = self._conn.execute(
+                    _ENTRY_SELECT
+                    + " WHERE source = ? AND link IN (SELECT value FROM json_each(?))",
+                    (source, _json([_safe(link) for link in links])),
+                ).fetchall()
         return {row[1]: _entry(row) for row in rows}
 
     def count_entries(self, source: str) -> int:

@@ -60,6 +60,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 # --- entries --------------------------------------------------------------
 
 
+def test_entries_can_be_read_for_given_links_only(store: Store) -> None:
+    links = [f"https://kexue.fm/archives/{n}" for n in range(5)]
+    store.add_entries([make_entry(link) for link in links])
+    wanted = [links[1], links[3], "https://kexue.fm/archives/missing"]
+    assert sorted(store.entries("kexue", wanted)) == [links[1], links[3]]
+    assert len(store.entries("kexue")) == 5
+
+
 def test_entry_round_trips_with_its_published_offset(store: Store) -> None:
     entry = replace(
         make_entry("https://kexue.fm/archives/9588"),
