@@ -454,9 +454,7 @@ class Store:
         """
         with self._read():
             if links is None:
-                rows = self._conn.execute(
-                    _ENTRY_SELECT + " WHERE source = ?", (source,)
-                ).fetchall()
+                rows = self._conn.execute(_ENTRY_SELECT + " WHERE source = ?", (source,)).fetchall()
             else:
                 rows = self._conn.execute(
                     _ENTRY_SELECT
