@@ -297,6 +297,17 @@ def test_sighup_reloads_the_config_and_schedules_added_sources(daemon: Daemon) -
     assert "added" in daemon.health()["sources"]
 
 
+def test_an_edited_config_file_is_reloaded_without_a_signal(daemon: Daemon) -> None:
+    daemon.site.put("/touched/", daemon.site.fixture("home-2.html"))
+    text = daemon.config.read_text(encoding="utf-8")
+    added = (
+        f'\n[[sources]]\nname = "touched"\nurl = "{daemon.site.url("/touched/")}"\n{KEXUE_SELECT}'
+    )
+    daemon.config.write_text(text + added, encoding="utf-8")
+    assert wait_for(lambda: daemon.get("/touched.atom").status_code == 200)
+    assert "config reloaded" in daemon.output()
+
+
 def test_sigterm_stops_the_daemon_cleanly(daemon: Daemon) -> None:
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=10) == 0
