@@ -439,7 +439,7 @@ def test_script_in_title_and_teaser_is_removed_with_its_code(world: World) -> No
 
 def test_iframe_object_and_embed_are_removed(world: World) -> None:
     teaser = (
-        '<p>kept</p><iframe src="https://evil.example/">fallback</iframe>'
+        '<p>kept</p><iframe src="https://evil.example.com/">fallback</iframe>'
         '<object data="x.swf"></object><embed src="x.swf">'
     )
     item = refresh_victim(world, page(post("f", "Frames", teaser)))[world.entry_link("f")]
@@ -524,7 +524,7 @@ def test_hostile_article_page_is_sanitized_and_flattened_in_bounded_time(
 ) -> None:
     body = (
         "<p>The article body, long enough to be taken for one.</p>"
-        '<script>alert(1)</script><iframe src="https://evil.example/"></iframe>'
+        '<script>alert(1)</script><iframe src="https://evil.example.com/"></iframe>'
         '<img src="/i.png" onerror="steal()"><a href="javascript:alert(1)">js</a>'
     )
     deep = "<div>" * 10_000 + body + "</div>" * 10_000

@@ -62,8 +62,8 @@ HOSTILE_CHARS = [
 ]
 HOSTILE_MARKUP = [
     "<script>alert(1)</script>",
-    "<SCRIPT SRC=//evil.example/x.js></SCRIPT>",
-    '<iframe src="https://evil.example/"></iframe>',
+    "<SCRIPT SRC=//evil.example.com/x.js></SCRIPT>",
+    '<iframe src="https://evil.example.com/"></iframe>',
     '<img src="x.png" onerror="alert(1)">',
     '<a href="javascript:alert(1)">js</a>',
     '<a href="data:text/html;base64,PHNjcmlwdD4=">data</a>',
