@@ -132,8 +132,14 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 
 
 def write_feeds(output_dir: Path, meta: FeedMeta, entries: Sequence[Entry]) -> list[Path]:
-    """Write NAME.rss, NAME.atom and NAME.json; return only the paths whose bytes changed."""
+    """Write NAME.rss, NAME.atom and NAME.json; return only the paths whose bytes changed.
+
+    A temp file of this feed still lying here was left by a writer killed mid-write:
+    polls of one source never overlap (the poll's source lock), so it is removed.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(f".{meta.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fg = _generator(meta, entries)
     rendered = (
         (output_dir / f"{meta.name}.rss", _rss(meta, fg)),

@@ -638,6 +638,20 @@ def test_write_feeds_writes_three_files_then_nothing_when_unchanged(tmp_path: Pa
     assert sorted(p.name for p in out.iterdir()) == ["kexue.atom", "kexue.json", "kexue.rss"]
 
 
+def test_write_feeds_removes_temp_files_a_killed_writer_left_behind(tmp_path: Path) -> None:
+    out = tmp_path / "feeds"
+    out.mkdir()
+    (out / ".kexue.atom.k1lled.tmp").write_bytes(b"<feed")
+    (out / ".other.atom.busy.tmp").write_bytes(b"<feed")
+    write_feeds(out, make_meta(), [make_entry(0)])
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".other.atom.busy.tmp",
+        "kexue.atom",
+        "kexue.json",
+        "kexue.rss",
+    ]
+
+
 def test_write_feeds_rewrites_after_an_entry_changes(tmp_path: Path) -> None:
     entries = [make_entry(0), make_entry(1)]
     write_feeds(tmp_path, make_meta(), entries)
