@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ _UPDATE_SLACK = timedelta(seconds=1)
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
 _SPACE = re.compile(r"\s+")
 _NEW_FILE_MODE = 0o644
+_RESCAN_S = 60.0
+_temp_listings: dict[str, tuple[float, list[str]]] = {}
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,8 @@ def write_feeds(output_dir: Path, meta: FeedMeta, entries: Sequence[Entry]) -> l
     polls of one source never overlap (the poll's source lock), so it is removed.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in output_dir.glob(f".{meta.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
+    for stale in _stale_temps(output_dir, meta.name):
+        (output_dir / stale).unlink(missing_ok=True)
     fg = _generator(meta, entries)
     rendered = (
         (output_dir / f"{meta.name}.rss", _rss(meta, fg)),
@@ -147,6 +150,26 @@ def write_feeds(output_dir: Path, meta: FeedMeta, entries: Sequence[Entry]) -> l
         (output_dir / f"{meta.name}.json", render_json(meta, entries)),
     )
     return [path for path, data in rendered if write_if_changed(path, data)]
+
+
+def _stale_temps(output_dir: Path, name: str) -> list[str]:
+    """Temp files named for feed `name`, from a listing of `output_dir` at most _RESCAN_S old.
+
+    Listing a directory of thousands of feeds costs milliseconds, and doing it for
+    every write made a cold refresh quadratic in the number of sources; writers are
+    killed rarely, so their leftovers can wait for the next listing.
+    """
+    key = str(output_dir)
+    now = time.monotonic()
+    listed = _temp_listings.get(key)
+    if listed is None or now - listed[0] > _RESCAN_S:
+        temps = [n for n in os.listdir(output_dir) if n.startswith(".") and n.endswith(".tmp")]
+        listed = _temp_listings[key] = (now, temps)
+    prefix = f".{name}."
+    stale = [n for n in listed[1] if n.startswith(prefix)]
+    if stale:
+        listed[1][:] = [n for n in listed[1] if not n.startswith(prefix)]
+    return stale
 
 
 def _rss(meta: FeedMeta, fg: FeedGenerator) -> bytes:

@@ -153,7 +153,8 @@ class Fetcher:
             raise RuntimeError("Fetcher.get called outside 'async with Fetcher()'")
         client = self._client
         try:
-            host = httpx.URL(url).host
+            parsed = httpx.URL(url)
+            host = parsed.host
         except Exception as exc:
             raise FetchError(url, _describe(exc, timeout)) from exc
         host_slot = self._hosts.setdefault(host, asyncio.Semaphore(self._per_host))
@@ -164,6 +165,7 @@ class Fetcher:
                     return await _get(
                         client,
                         url,
+                        parsed,
                         old=validators or Validators(),
                         timeout=timeout,
                         max_bytes=max_bytes,
@@ -222,6 +224,7 @@ class _AiohttpTransport(AiohttpTransport):
 async def _get(
     client: httpx.AsyncClient,
     url: str,
+    current: httpx.URL,
     *,
     old: Validators,
     timeout: float,
@@ -238,7 +241,6 @@ async def _get(
         headers["If-None-Match"] = old.etag
     if old.last_modified and _header_safe(old.last_modified):
         headers["If-Modified-Since"] = old.last_modified
-    current = httpx.URL(url)
     for _ in range(MAX_REDIRECTS + 1):
         request = client.build_request(
             "GET", current, headers=headers, timeout=httpx.Timeout(timeout)

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from feedwatch import clean, dates, detail, detect, diff, extract, feeds, mathml
 from feedwatch.config import Config, Source
@@ -131,13 +132,14 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
     try:
         async with source_lock(ctx.config, source.name):
             now = ctx.now()
+            meta = ctx.store.source_meta(source.name)
             async with asyncio.timeout(source.poll_timeout):
-                fetched = await _fetch_index(ctx, source, logs, now, full=full)
+                fetched = await _fetch_index(ctx, source, logs, now, meta, full=full)
             entries = _build_entries(ctx, source, fetched, now)
             fixes: list[Entry] = []
             if source.detail or source.content == "full":
                 entries, fixes = await _add_details(ctx, source, entries, logs, now)
-            result = _commit(ctx, source, fetched, entries, fixes, logs, now)
+            result = _commit(ctx, source, fetched, entries, fixes, logs, now, meta)
     except (FetchError, PollError, TimeoutError, OSError) as err:
         cause = _cause(err, source)
         result = _fail(ctx, source, cause, logs, now, getattr(err, "retry_after", None))
@@ -191,10 +193,15 @@ async def _get(
 
 
 async def _fetch_index(
-    ctx: Context, source: Source, logs: list[FetchLog], now: datetime, *, full: bool
+    ctx: Context,
+    source: Source,
+    logs: list[FetchLog],
+    now: datetime,
+    meta: dict[str, Any],
+    *,
+    full: bool,
 ) -> list[_Fetched]:
     """Fetch page 1 and follow next pages; a later page that fails only ends the walk."""
-    meta = ctx.store.source_meta(source.name)
     page_links: dict[str, list[str]] = meta.get("page_links", {})
     page_next: dict[str, str | None] = meta.get("page_next", {})
     fetched: list[_Fetched] = []
@@ -420,8 +427,13 @@ def _commit(
     fixes: Sequence[Entry],
     logs: Sequence[FetchLog],
     now: datetime,
+    meta: dict[str, Any],
 ) -> PollResult:
-    """Write everything one poll learnt in one transaction, feeds included."""
+    """Write everything one poll learnt in one transaction, feeds included.
+
+    `meta` is the source's meta as the poll read it under its source lock: still
+    current when nothing was parsed, since only a parse rewrites what feeds use.
+    """
     store = ctx.store
     name = source.name
     first_page = fetched[0]
@@ -461,16 +473,11 @@ def _commit(
         if parsed:
             store.save_first_page(name, page1_links)
             _save_page_meta(store, source, fetched)
-        status = store.status(name)
+        failure = store.failure(name)
         events = _events(source, changes, now, backfill=backfill)
-        if status is not None and status.ok is False:
+        if failure is not None:
             events.append(
-                Event(
-                    name,
-                    now,
-                    "recovered",
-                    data={"after": status.error, "failures": status.consecutive_failures},
-                )
+                Event(name, now, "recovered", data={"after": failure[0], "failures": failure[1]})
             )
         store.add_events(events)
         store.log_fetches(name, now, logs)
@@ -478,7 +485,10 @@ def _commit(
             name, now, ok=True, error=None, new=len(changes.new), updated=len(changes.updated)
         )
         _write_feeds(
-            ctx, source, changed=bool(changes.new or changes.updated or changes.removed or fixes)
+            ctx,
+            source,
+            changed=bool(changes.new or changes.updated or changes.removed or fixes),
+            meta=None if parsed else meta,
         )
     if ctx.on_events is not None:
         ctx.on_events(source, [e for e in events if not (e.kind == "new" and backfill)])
@@ -568,15 +578,24 @@ def _save_page_meta(store: Store, source: Source, fetched: Sequence[_Fetched]) -
 
 
 def feed_meta(config: Config, source: Source, store: Store) -> feeds.FeedMeta:
-    meta = store.source_meta(source.name)
-    updated = store.last_change(source.name) or datetime(1970, 1, 1, tzinfo=UTC)
+    updated = store.last_change(source.name) or _EPOCH
+    return _feed_meta(config, source, store.source_meta(source.name), updated)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _feed_meta(
+    config: Config, source: Source, meta: dict[str, Any], updated: datetime
+) -> feeds.FeedMeta:
+    title = source.title or meta.get("page_title") or source.name
     return feeds.FeedMeta(
         name=source.name,
-        title=source.title or meta.get("page_title") or source.name,
+        title=title,
         site_url=source.url,
         base_url=config.base_url,
         updated=updated,
-        description=f"{source.title or meta.get('page_title') or source.name} (via feedwatch)",
+        description=f"{title} (via feedwatch)",
         announce_updates=source.announce_updates,
     )
 
@@ -598,9 +617,12 @@ def _render_key(config: Config, source: Source, title: str) -> str:
     )
 
 
-def _write_feeds(ctx: Context, source: Source, *, changed: bool) -> None:
+def _write_feeds(
+    ctx: Context, source: Source, *, changed: bool, meta: dict[str, Any] | None = None
+) -> None:
     store = ctx.store
-    meta = store.source_meta(source.name)
+    if meta is None:
+        meta = store.source_meta(source.name)
     key = _render_key(ctx.config, source, source.title or meta.get("page_title") or source.name)
     out = ctx.config.output_dir
     paths = [out / f"{source.name}.{ext}" for ext in ("rss", "atom", "json")]
@@ -698,9 +720,14 @@ async def refresh(
 
 
 def write_opml(config: Config, store: Store) -> None:
-    """The OPML index lists every configured source whose feed exists."""
+    """The OPML index lists every configured source whose feed exists.
+
+    OPML has no dates, so no source's last change is looked up, and every source's
+    meta comes from one query: this runs after every refresh, for all sources.
+    """
+    stored = store.source_metas()
     metas = [
-        feed_meta(config, s, store)
+        _feed_meta(config, s, stored.get(s.name, {}), _EPOCH)
         for s in config.sources
         if (config.output_dir / f"{s.name}.atom").exists()
     ]

@@ -22,6 +22,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,9 +231,26 @@ class Store:
             self._conn.execute("PRAGMA foreign_keys = ON")
             mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode not in ("wal", "memory"):
-                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._switch_to_wal()
             # NORMAL is crash-safe in WAL mode (only a power cut can lose the last commits).
             self._conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _switch_to_wal(self) -> None:
+        """Switch a new database to WAL, waiting out other processes doing the same.
+
+        The switch needs an exclusive lock and SQLite answers "locked" at once instead
+        of calling its busy handler, so two processes that create the store together
+        (a daemon and a refresh started at the same moment) retry here.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _create_schema(self) -> None:
         db = self._db
@@ -668,6 +686,18 @@ class Store:
             return None
         return _status(source, row, count)
 
+    def failure(self, source: str) -> tuple[str | None, int] | None:
+        """The error and failure count if the source's last poll failed, else None.
+
+        One indexed row, for the poll's own commit: `status()` also counts entries.
+        """
+        with self._read():
+            row = self._conn.execute(
+                "SELECT error, consecutive_failures FROM sources WHERE name = ? AND ok = 0",
+                (source,),
+            ).fetchone()
+        return None if row is None else (row[0], row[1] or 0)
+
     def statuses(self) -> list[SourceStatus]:
         """Every source with a status row or stored entries, by name."""
         with self._read():
@@ -741,6 +771,14 @@ class Store:
                 "SELECT meta FROM sources WHERE name = ?", (source,)
             ).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
+
+    def source_metas(self) -> dict[str, dict[str, Any]]:
+        """Every source's meta blob by name, in one query (sources without one are left out)."""
+        with self._read():
+            rows = self._conn.execute(
+                "SELECT name, meta FROM sources WHERE meta IS NOT NULL"
+            ).fetchall()
+        return {name: json.loads(meta) for name, meta in rows if meta}
 
     def save_source_meta(self, source: str, meta: Mapping[str, Any]) -> None:
         """Merge the given keys into the source's meta blob (other keys are kept)."""

@@ -451,6 +451,43 @@ WRITER = textwrap.dedent(
 )
 
 
+OPENER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from feedwatch.store import Store
+
+    go = Path(sys.argv[2])
+    while not go.exists():
+        time.sleep(0.001)
+    Store(sys.argv[1]).close()
+    """
+)
+
+
+def test_processes_creating_the_store_together_never_fail_locked(tmp_path: Path) -> None:
+    failures = []
+    for round_ in range(8):
+        db, go = tmp_path / f"{round_}.db", tmp_path / f"go{round_}"
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(db), str(go)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        time.sleep(0.25)
+        go.touch()
+        for opener in openers:
+            _, err = opener.communicate(timeout=60)
+            if opener.returncode:
+                failures.append(err.strip().splitlines()[-1])
+    assert failures == []
+
+
 def test_two_processes_writing_at_once_never_fail_locked(tmp_path: Path) -> None:
     db, go = tmp_path / "state.db", tmp_path / "go"
     writers = [
