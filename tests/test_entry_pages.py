@@ -14,6 +14,7 @@ import feedparser
 import pytest
 
 from feedwatch import config as config_mod
+from feedwatch import feeds
 from feedwatch.poll import refresh
 from feedwatch.store import Store
 from tests.conftest import KEXUE_SELECT, write_config
@@ -175,7 +176,7 @@ def test_json_feed_lists_every_entry_with_the_required_fields(
     config = config_with(site, tmp_path, f"detail = {str(detail).lower()}")
     poll(config)
     feed = json.loads((config.parent / "feeds" / "kexue.json").read_text(encoding="utf-8"))
-    assert feed["version"] == "https://jsonfeed.org/version/1.1"
+    assert feed["version"] == feeds.JSON_FEED_VERSION
     assert feed["title"] and feed["feed_url"].endswith("/kexue.json")
     assert {item["url"] for item in feed["items"]} == {
         site.local(e["link"]) for e in home_entries()

@@ -12,13 +12,15 @@ import html as htmllib
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import feedparser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from feedwatch import clean, detect, extract, feeds
+from feedwatch import clean, detect, extract, feeds, poll
+from feedwatch import config as config_mod
 from feedwatch.models import Entry, RawEntry, Selectors
 from tests.test_faults import ATOM, assert_no_active_markup
 
@@ -131,25 +133,15 @@ def normalised(title: str) -> str | None:
     return text or None
 
 
+SOURCE = config_mod.from_dict(
+    {"sources": [{"name": "prop", "url": "https://example.com/"}]}, Path("config.toml")
+).sources[0]
+
+
 def as_entry(raw: RawEntry, n: int) -> Entry:
-    """What poll builds from a raw entry, minus dates and the store."""
+    """The entry poll builds from a raw entry, first seen n minutes before T0."""
     at = T0 - timedelta(minutes=n)
-    title = raw.title or clean.title_from_teaser(raw.teaser_html) or raw.link
-    return Entry(
-        source="prop",
-        link=raw.link,
-        title=title,
-        title_is_fallback=not raw.title,
-        teaser_html=raw.teaser_html,
-        teaser_text=raw.teaser_text,
-        author=raw.author,
-        published=at,
-        date_exact=True,
-        first_seen=at,
-        last_seen=at,
-        updated=at,
-        fingerprint="f" * 64,
-    )
+    return poll._entry(SOURCE, raw, None, at, "f" * 64, None, at)
 
 
 def in_feed(text: str) -> str:
