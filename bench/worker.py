@@ -66,6 +66,13 @@ class Stages:
         return timed
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process: steadier than wall time on a shared
+    machine, where another tenant's load stretches every wall-clock figure."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_refresh(config_path: str) -> dict[str, Any]:
     from feedwatch import config as config_mod
     from feedwatch import extract, feeds, poll
@@ -101,10 +108,12 @@ def run_refresh(config_path: str) -> dict[str, Any]:
 
     config = config_mod.load(config_path)
     notifier = Notifier(config)
+    cpu = _cpu()
     started = time.perf_counter()
     results = asyncio.run(poll.refresh(config, list(config.sources), on_events=notifier.on_poll))
     notifier.flush()
     elapsed = time.perf_counter() - started
+    cpu = _cpu() - cpu
     totals = stages.totals
     stage_times = {
         "fetch": elapsed - sum(totals.values()),
@@ -114,6 +123,7 @@ def run_refresh(config_path: str) -> dict[str, Any]:
     failed = [r for r in results if not r.ok]
     return {
         "elapsed": elapsed,
+        "cpu": cpu,
         "sources": len(results),
         "failed": len(failed),
         "errors": sorted({r.error or "" for r in failed})[:5],
@@ -202,11 +212,14 @@ async def floor(
                 url = str(response.url.join(nxt.attributes["href"]))
 
     async with httpx.AsyncClient(transport=kind, limits=limits) as client:
+        cpu = _cpu()
         started = time.perf_counter()
         await asyncio.gather(*(source(client, url) for url in jobs["urls"]))
         elapsed = time.perf_counter() - started
+        cpu = _cpu() - cpu
     return {
         "elapsed": elapsed,
+        "cpu": cpu,
         **counts,
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }

@@ -31,7 +31,7 @@ from feedwatch.config import Config, ConfigError, Source
 from feedwatch.fetch import Fetcher
 from feedwatch.models import PollResult
 from feedwatch.notify import Notifier
-from feedwatch.poll import Context, feed_meta, poll_source, write_opml
+from feedwatch.poll import Context, feed_meta, flush_periodically, poll_source, write_opml
 from feedwatch.store import Store
 
 log = logging.getLogger("feedwatch.daemon")
@@ -275,6 +275,7 @@ async def _main(config: Config) -> int:
         for source in config.sources:
             daemon.schedule(source)
         scheduler.start()
+        flusher = asyncio.create_task(flush_periodically(store))
         server_task = asyncio.create_task(server.serve())
         log.info(
             "feedwatch running: %d sources, serving %s on %s:%s",
@@ -302,6 +303,7 @@ async def _main(config: Config) -> int:
         daemon.stopping = True
         scheduler.shutdown(wait=False)
         await _finish(daemon.inflight)
+        flusher.cancel()
         server.should_exit = True
         await asyncio.wait({server_task}, timeout=STOP_GRACE)
     store.close()

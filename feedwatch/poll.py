@@ -36,7 +36,7 @@ from feedwatch.models import (
     Selectors,
     Validators,
 )
-from feedwatch.store import Store
+from feedwatch.store import GROUP_MAX_AGE_S, Store, StoreError
 
 log = logging.getLogger("feedwatch.poll")
 
@@ -439,9 +439,12 @@ def _commit(
     first_page = fetched[0]
     page1_links = first_page.links
     # An unchanged page 1 ends the walk, so nothing was parsed and nothing can differ:
-    # such a poll (the common one) reads no entries and writes only its bookkeeping.
+    # such a poll (the common one) reads no entries and writes only its bookkeeping,
+    # which can share a commit with other such polls' unless it ends a failing streak.
     parsed = first_page.extraction is not None
-    with store.transaction():
+    failure = store.failure(name)
+    quiet = not parsed and failure is None and not fixes
+    with store.grouped() if quiet else store.transaction():
         if parsed:
             backfill = store.count_entries(name) == 0
             previous_first = store.first_page(name)
@@ -473,7 +476,6 @@ def _commit(
         if parsed:
             store.save_first_page(name, page1_links)
             _save_page_meta(store, source, fetched)
-        failure = store.failure(name)
         events = _events(source, changes, now, backfill=backfill)
         if failure is not None:
             events.append(
@@ -711,12 +713,28 @@ async def refresh(
                 async with gate:
                     return await poll_source(ctx, source, full=full)
 
-            results = await asyncio.gather(*(bounded(s) for s in sources))
+            flusher = asyncio.create_task(flush_periodically(store))
+            try:
+                results = await asyncio.gather(*(bounded(s) for s in sources))
+            finally:
+                flusher.cancel()
+                store.flush()
         write_opml(config, store)
         return list(results)
     finally:
         if own_store:
             store.close()
+
+
+async def flush_periodically(store: Store) -> None:
+    """Commit grouped bookkeeping on a timer: between polls nothing else would, and the
+    open group holds the write lock that another process's poll may be waiting for."""
+    while True:
+        await asyncio.sleep(GROUP_MAX_AGE_S)
+        try:
+            store.flush()
+        except StoreError as err:
+            log.error("cannot commit the last polls' bookkeeping: %s", err)
 
 
 def write_opml(config: Config, store: Store) -> None:

@@ -4,7 +4,11 @@ Several processes share the file (the daemon and `feedwatch refresh`), so the
 connection runs in WAL mode with a 30 s busy timeout, and every write happens
 inside ``BEGIN IMMEDIATE``: a second writer waits for the first instead of
 failing half-way with "database is locked". A poll's writes go into one
-`transaction()`, so a crash leaves the store as it was before that poll.
+`transaction()`, so a crash leaves the store as it was before that poll. A poll
+that changed nothing (a 304, an unchanged page) only has bookkeeping to write;
+those go into a `grouped()` transaction shared with other such polls and
+committed within GROUP_MAX_AGE_S, since one COMMIT per poll was most of the cost
+of a poll answered by a 304.
 
 Times are stored as fixed-width UTC ISO 8601 text, which sorts as text;
 `published` also keeps the page's own offset for display.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -33,10 +38,15 @@ from sqlite_utils.db import DescIndex
 
 from feedwatch.models import Entry, Event, FetchLog, SourceStatus, Validators
 
-SCHEMA_VERSION = 1
+log = logging.getLogger("feedwatch.store")
+
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 FETCH_LOG_KEEP = 1000
 """Fetch-log rows kept per source: enough to debug weeks of polls, never unbounded."""
+GROUP_MAX_AGE_S = 0.5
+"""How long `grouped()` writes may wait for their COMMIT, holding the write lock."""
+GROUP_MAX_POLLS = 500
 
 _ENTRY_COLUMNS = (
     "source",
@@ -50,12 +60,22 @@ _ENTRY_COLUMNS = (
     "published_local",
     "date_exact",
     "first_seen",
-    "last_seen",
     "updated",
     "fingerprint",
     "content_html",
 )
-_ENTRY_SELECT = "SELECT " + ", ".join(_ENTRY_COLUMNS) + " FROM entries"
+# last_seen lives in the narrow entry_seen table: a poll that sees its entries again
+# rewrites a few bytes per entry there, not whole entry rows with their teasers.
+_ENTRY_SELECT = (
+    "SELECT "
+    + ", ".join(f"e.{column}" for column in _ENTRY_COLUMNS)
+    + ", coalesce(s.last_seen, e.first_seen) FROM entries AS e"
+    " LEFT JOIN entry_seen AS s ON s.source = e.source AND s.link = e.link"
+)
+_SEEN_UPSERT = (
+    "INSERT INTO entry_seen (source, link, last_seen) VALUES (:source, :link, :last_seen)"
+    " ON CONFLICT (source, link) DO UPDATE SET last_seen = excluded.last_seen"
+)
 _ENTRY_VALUES = (
     f"INSERT INTO entries ({', '.join(_ENTRY_COLUMNS)})"
     f" VALUES ({', '.join(':' + column for column in _ENTRY_COLUMNS)})"
@@ -141,15 +161,18 @@ def _entry_row(entry: Entry) -> dict[str, Any]:
         "published_local": _local(entry.published),
         "date_exact": int(entry.date_exact),
         "first_seen": _utc(entry.first_seen),
-        "last_seen": _utc(entry.last_seen),
         "updated": _utc(entry.updated),
         "fingerprint": entry.fingerprint,
         "content_html": _safe(entry.content_html),
     }
 
 
+def _seen_row(entry: Entry) -> dict[str, Any]:
+    return {"source": entry.source, "link": _safe(entry.link), "last_seen": _utc(entry.last_seen)}
+
+
 def _entry(row: Sequence[Any]) -> Entry:
-    values = dict(zip(_ENTRY_COLUMNS, row, strict=True))
+    values = dict(zip((*_ENTRY_COLUMNS, "last_seen"), row, strict=True))
     return Entry(
         source=values["source"],
         link=values["link"],
@@ -205,6 +228,9 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.RLock()
+        self._group_started: float | None = None
+        self._group_polls = 0
+        self._in_group_call = False
         target = str(path)
         try:
             if target != ":memory:":
@@ -264,6 +290,8 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return
+        if version == 1:
+            self._migrate_seen()
         db["entries"].create(
             {
                 "source": str,
@@ -277,7 +305,6 @@ class Store:
                 "published_local": str,
                 "date_exact": int,
                 "first_seen": str,
-                "last_seen": str,
                 "updated": str,
                 "fingerprint": str,
                 "content_html": str,
@@ -294,6 +321,7 @@ class Store:
         db["entries"].create_index(
             ["source", "updated"], index_name="entries_updated", if_not_exists=True
         )
+        self._create_seen()
         db["revisions"].create(
             {
                 "id": int,
@@ -367,9 +395,28 @@ class Store:
         self._conn.execute("DELETE FROM schema_version")
         self._conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
+    def _create_seen(self) -> None:
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS entry_seen (source TEXT NOT NULL, link TEXT NOT NULL,"
+            " last_seen TEXT NOT NULL, PRIMARY KEY (source, link)) WITHOUT ROWID"
+        )
+
+    def _migrate_seen(self) -> None:
+        """Version 1 kept last_seen in the entries rows: move it to entry_seen."""
+        self._create_seen()
+        self._conn.execute(
+            "INSERT OR IGNORE INTO entry_seen (source, link, last_seen)"
+            " SELECT source, link, coalesce(last_seen, first_seen) FROM entries"
+        )
+        self._conn.execute("ALTER TABLE entries DROP COLUMN last_seen")
+
     def close(self) -> None:
+        """Commit what `grouped()` still holds, then close; the connection closes either way."""
         with self._lock:
-            self._conn.close()
+            try:
+                self.flush()
+            finally:
+                self._conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -390,11 +437,12 @@ class Store:
 
         IMMEDIATE takes the write lock up front, so waiting for another writer
         goes through the busy timeout; a deferred transaction that upgrades
-        from read to write could fail at once instead.
+        from read to write could fail at once instead. An open group is
+        committed first, so writes reach the file in the order they were made.
         """
         with self._lock:
-            if self._conn.in_transaction:
-                raise StoreError("transaction already open (nesting is not supported)")
+            self._refuse_nesting()
+            self.flush()
             with self._errors():
                 self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -403,19 +451,101 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
                 raise
+            self._commit()
+
+    @contextlib.contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Writes whose COMMIT may wait: the bookkeeping of a poll that changed nothing.
+
+        They join one transaction shared with other such calls, committed by the
+        next `transaction()`, by `flush()`, or here once the group is GROUP_MAX_AGE_S
+        old or GROUP_MAX_POLLS long; the owner of the store calls `flush()` on a
+        timer, since the open group holds the write lock other processes wait for.
+        A crash loses at most these writes (the last polls' times and fetch log),
+        which the next poll writes again. Each call is a savepoint: an exception
+        undoes that call's writes only.
+        """
+        with self._lock:
+            self._refuse_nesting()
+            if not self._group_open():
+                with self._errors():
+                    self._conn.execute("BEGIN IMMEDIATE")
+                self._group_started = time.monotonic()
+                self._group_polls = 0
+            self._in_group_call = True
             try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+                with self._savepoint():
+                    yield
+            finally:
+                self._in_group_call = False
+            self._group_polls += 1
+            if self._group_polls >= GROUP_MAX_POLLS:
+                self.flush()
+            else:
+                self.flush(older_than=GROUP_MAX_AGE_S)
+
+    def flush(self, *, older_than: float = 0.0) -> None:
+        """Commit the open group, if it is at least `older_than` seconds old."""
+        with self._lock:
+            if self._in_group_call or not self._group_open():
+                return
+            assert self._group_started is not None
+            if time.monotonic() - self._group_started < older_than:
+                return
+            self._group_started = None
+            self._commit()
+
+    def _group_open(self) -> bool:
+        """Whether a group is open; SQLite itself ends one on an interrupt, a full disk or
+        an I/O error (savepoints and all), which loses its polls' bookkeeping."""
+        if self._group_started is None:
+            return False
+        if self._conn.in_transaction:
+            return True
+        log.warning("the bookkeeping of %d polls was lost with a failed write", self._group_polls)
+        self._group_started = None
+        return False
+
+    def _refuse_nesting(self) -> None:
+        if self._in_group_call or (self._conn.in_transaction and not self._group_open()):
+            raise StoreError("transaction already open (nesting is not supported)")
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        with self._errors():
+            self._conn.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"commit failed: {exc}") from exc
+                    self._conn.execute("ROLLBACK TO part")
+                    self._conn.execute("RELEASE part")
+            raise
+        with self._errors():
+            self._conn.execute("RELEASE part")
+
+    def _commit(self) -> None:
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise StoreError(f"commit failed: {exc}") from exc
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """Join the caller's transaction, or make the single write its own."""
+        """Join the caller's transaction, or make the write its own.
+
+        A write made while a group is open, outside a `grouped()` call, joins the
+        group as a savepoint of its own, so a failure halfway leaves none of it.
+        """
         with self._lock:
-            if self._conn.in_transaction:
+            if self._in_group_call or (self._conn.in_transaction and not self._group_open()):
                 with self._errors():
+                    yield
+            elif self._group_open():
+                with self._savepoint(), self._errors():
                     yield
             else:
                 with self.transaction(), self._errors():
@@ -472,11 +602,13 @@ class Store:
         """
         with self._read():
             if links is None:
-                rows = self._conn.execute(_ENTRY_SELECT + " WHERE source = ?", (source,)).fetchall()
+                rows = self._conn.execute(
+                    _ENTRY_SELECT + " WHERE e.source = ?", (source,)
+                ).fetchall()
             else:
                 rows = self._conn.execute(
                     _ENTRY_SELECT
-                    + " WHERE source = ? AND link IN (SELECT value FROM json_each(?))",
+                    + " WHERE e.source = ? AND e.link IN (SELECT value FROM json_each(?))",
                     (source, _json([_safe(link) for link in links])),
                 ).fetchall()
         return {row[1]: _entry(row) for row in rows}
@@ -496,6 +628,7 @@ class Store:
         with self._write():
             # Not INSERT OR IGNORE, which would also drop rows that break NOT NULL.
             self._conn.executemany(_ENTRY_INSERT, rows)
+            self._conn.executemany(_SEEN_UPSERT, [_seen_row(entry) for entry in entries])
 
     def update_entries(self, changes: Sequence[tuple[Entry, Entry]], at: datetime) -> None:
         """Store each new version and keep the old title/teaser as a revision at `at`."""
@@ -517,6 +650,7 @@ class Store:
         ]
         with self._write():
             self._conn.executemany(_ENTRY_UPSERT, entry_rows)
+            self._conn.executemany(_SEEN_UPSERT, [_seen_row(new) for _, new in changes])
             self._conn.executemany(_REVISION_INSERT, revision_rows)
 
     def save_details(self, entries: Sequence[Entry]) -> None:
@@ -548,7 +682,7 @@ class Store:
             return
         with self._write():
             self._conn.execute(
-                "UPDATE entries SET last_seen = ? WHERE source = ?"
+                "UPDATE entry_seen SET last_seen = ? WHERE source = ?"
                 " AND link IN (SELECT value FROM json_each(?))",
                 (_utc(at), source, _json(list(links))),
             )
@@ -559,7 +693,7 @@ class Store:
             return
         params = (source, _json(list(links)))
         with self._write():
-            for table in ("revisions", "entries"):
+            for table in ("revisions", "entry_seen", "entries"):
                 self._conn.execute(
                     f"DELETE FROM {table} WHERE source = ?"
                     " AND link IN (SELECT value FROM json_each(?))",
@@ -590,8 +724,8 @@ class Store:
         """The newest `limit` entries: published desc, then first_seen desc, then link."""
         with self._read():
             rows = self._conn.execute(
-                _ENTRY_SELECT + " WHERE source = ?"
-                " ORDER BY published DESC, first_seen DESC, link LIMIT ?",
+                _ENTRY_SELECT + " WHERE e.source = ?"
+                " ORDER BY e.published DESC, e.first_seen DESC, e.link LIMIT ?",
                 (source, max(limit, 0)),
             ).fetchall()
         return [_entry(row) for row in rows]

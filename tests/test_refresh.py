@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ import feedparser
 import pytest
 
 from feedwatch import config as config_mod
+from feedwatch import poll as poll_module
+from feedwatch import store as store_module
+from feedwatch.config import Source
+from feedwatch.models import Event
 from feedwatch.poll import refresh
 from feedwatch.store import Store
 from tests.conftest import kexue_sources, run_cli, write_config
@@ -337,3 +342,105 @@ def test_an_unusable_lock_directory_fails_the_sources_without_a_traceback(kexue:
     assert result.exit_code == 1
     assert result.stdout.startswith("kexue: error: cannot open lock file")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- grouped bookkeeping of unchanged polls ---------------------------------------
+
+LATER = FETCHED_AT + timedelta(hours=1)
+
+
+def refresh_into(
+    store: Store,
+    config_path: Path,
+    when: datetime,
+    *names: str,
+    on_events: Callable[[Source, list[Event]], None] | None = None,
+) -> list:
+    """One refresh writing through the caller's open store, which it must not close."""
+    config = config_mod.load(config_path)
+    sources = [s for s in config.sources if not names or s.name in names]
+    return asyncio.run(refresh(config, sources, store=store, on_events=on_events, now=lambda: when))
+
+
+def committed_polls(config_path: Path) -> dict[str, datetime]:
+    """Each source's last_poll as another connection sees it: only what was committed."""
+    conn = sqlite3.connect(config_mod.load(config_path).state)
+    try:
+        rows = conn.execute("SELECT name, last_poll FROM sources").fetchall()
+    finally:
+        conn.close()
+    return {name: datetime.fromisoformat(last_poll) for name, last_poll in rows}
+
+
+@pytest.fixture
+def no_timed_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither a group's age nor the flush timer commits during a test's refresh."""
+    monkeypatch.setattr(store_module, "GROUP_MAX_AGE_S", 3600.0)
+    monkeypatch.setattr(poll_module, "GROUP_MAX_AGE_S", 3600.0)
+
+
+@pytest.mark.usefixtures("no_timed_commits")
+def test_a_refresh_answered_by_304s_commits_every_sources_bookkeeping_once(
+    kexue: Path, site: Site
+) -> None:
+    poll_at(kexue, FETCHED_AT)
+    statements: list[str] = []
+    with Store(config_mod.load(kexue).state) as store:
+        store._conn.set_trace_callback(statements.append)
+        results = refresh_into(store, kexue, LATER)
+        store._conn.set_trace_callback(None)
+    assert [(r.source, r.ok, r.new, r.updated, r.not_modified) for r in results] == [
+        ("kexue", True, 0, 0, 1),
+        ("math", True, 0, 0, 1),
+    ]
+    assert site.requests_to("/")[-1].status == 304
+    assert site.requests_to("/category/Mathematics/")[-1].status == 304
+    assert sum(s.startswith("INSERT INTO sources") for s in statements) == 2
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("COMMIT") == 1
+
+
+@pytest.mark.usefixtures("no_timed_commits")
+def test_bookkeeping_of_304_polls_is_committed_when_refresh_returns(
+    kexue: Path, site: Site
+) -> None:
+    poll_at(kexue, FETCHED_AT)
+    with Store(config_mod.load(kexue).state) as store:
+        refresh_into(store, kexue, LATER)
+        assert site.requests_to("/")[-1].status == 304
+        assert committed_polls(kexue) == {"kexue": LATER, "math": LATER}
+
+
+def test_a_304_poll_ending_a_failing_streak_is_committed_before_its_recovery_is_announced(
+    kexue: Path, site: Site
+) -> None:
+    state = config_mod.load(kexue).state
+    poll_at(kexue, FETCHED_AT, "math")
+    page = site.routes["/category/Mathematics/"]
+    site.put("/category/Mathematics/", "oops", status=500)
+    assert not poll_at(kexue, LATER, "math")[0].ok
+    site.routes["/category/Mathematics/"] = page
+    announced: list[tuple[str, list[str], list[tuple[str, str]], tuple[int, int]]] = []
+
+    def announce(source: Source, events: list[Event]) -> None:
+        conn = sqlite3.connect(state)
+        try:
+            recoveries = conn.execute(
+                "SELECT kind, data FROM events WHERE source = ? AND kind = 'recovered'",
+                (source.name,),
+            ).fetchall()
+            status = conn.execute(
+                "SELECT ok, consecutive_failures FROM sources WHERE name = ?", (source.name,)
+            ).fetchone()
+        finally:
+            conn.close()
+        announced.append((source.name, [e.kind for e in events], recoveries, status))
+
+    with Store(state) as store:
+        refresh_into(store, kexue, LATER + timedelta(hours=1), "math", on_events=announce)
+    assert site.requests_to("/category/Mathematics/")[-1].status == 304
+    [(name, kinds, recoveries, status)] = announced
+    assert (name, kinds, status) == ("math", ["recovered"], (1, 0))
+    assert [(kind, json.loads(data)) for kind, data in recoveries] == [
+        ("recovered", {"after": "HTTP 500", "failures": 1})
+    ]

@@ -540,3 +540,222 @@ def test_threads_sharing_one_store_do_not_mix_transactions(store: Store) -> None
     assert errors == []
     committed = {f"https://x.test/{i}" for i in range(30) if i % 3}
     assert set(store.entries("alpha")) == set(store.entries("beta")) == committed
+
+
+# --- grouped writes -------------------------------------------------------------
+
+
+def committed_polls(path: Path) -> dict[str, datetime]:
+    """Each source's last_poll as a second connection sees it: only what was committed."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name, last_poll FROM sources").fetchall()
+    finally:
+        conn.close()
+    return {name: datetime.fromisoformat(last_poll) for name, last_poll in rows}
+
+
+def grouped_poll(store: Store, source: str, at: datetime = T0) -> None:
+    """The bookkeeping of a poll answered by a 304, written the way poll writes it."""
+    with store.grouped():
+        store.log_fetches(source, at, [FetchLog(f"https://{source}.test/", 304, 0, 0.01)])
+        store.record_poll(source, at, ok=True, error=None, new=0, updated=0)
+
+
+class Clock:
+    """Stands in for the store module's `time`: a monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_grouped_writes_are_seen_at_once_here_but_elsewhere_only_after_flush(
+    store: Store, tmp_path: Path
+) -> None:
+    grouped_poll(store, "alpha")
+    status = store.status("alpha")
+    assert status is not None and status.last_poll == T0
+    assert [log.url for _, log in store.fetches("alpha")] == ["https://alpha.test/"]
+    assert committed_polls(tmp_path / "state.db") == {}
+    store.flush()
+    assert committed_polls(tmp_path / "state.db") == {"alpha": T0}
+
+
+def test_a_transaction_commits_the_open_group_first(store: Store, tmp_path: Path) -> None:
+    grouped_poll(store, "alpha")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    with store.transaction():
+        store.record_poll("beta", T0 + timedelta(hours=1), ok=True, error=None, new=1, updated=0)
+    store._conn.set_trace_callback(None)
+    assert statements[:2] == ["COMMIT", "BEGIN IMMEDIATE"]
+    assert committed_polls(tmp_path / "state.db") == {
+        "alpha": T0,
+        "beta": T0 + timedelta(hours=1),
+    }
+
+
+def test_an_exception_in_a_grouped_call_undoes_that_calls_writes_only(
+    store: Store, tmp_path: Path
+) -> None:
+    grouped_poll(store, "alpha")
+    with pytest.raises(RuntimeError, match="boom"), store.grouped():
+        store.record_poll("beta", T0, ok=True, error=None, new=0, updated=0)
+        store.add_event(Event("beta", T0, "recovered"))
+        raise RuntimeError("boom")
+    assert store.status("beta") is None
+    assert store.events("beta") == []
+    grouped_poll(store, "gamma")
+    store.flush()
+    assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "gamma": T0}
+
+
+def test_a_plain_write_while_a_group_is_open_joins_the_group(store: Store, tmp_path: Path) -> None:
+    grouped_poll(store, "alpha")
+    store.record_poll("beta", T0, ok=False, error="HTTP 500", new=0, updated=0)
+    assert committed_polls(tmp_path / "state.db") == {}
+    store.flush()
+    assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "beta": T0}
+
+
+def test_a_group_commits_itself_once_it_is_max_age_old(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(store_module, "time", clock)
+    grouped_poll(store, "alpha")
+    clock.now += store_module.GROUP_MAX_AGE_S / 2
+    grouped_poll(store, "beta")
+    assert committed_polls(tmp_path / "state.db") == {}
+    clock.now += store_module.GROUP_MAX_AGE_S / 2
+    grouped_poll(store, "gamma")
+    assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "beta": T0, "gamma": T0}
+
+
+def test_flush_older_than_leaves_a_younger_group_open(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(store_module, "time", clock)
+    grouped_poll(store, "alpha")
+    clock.now += 0.25
+    store.flush(older_than=0.5)
+    assert committed_polls(tmp_path / "state.db") == {}
+    clock.now += 0.25
+    store.flush(older_than=0.5)
+    assert committed_polls(tmp_path / "state.db") == {"alpha": T0}
+
+
+def test_a_group_commits_itself_after_max_polls_calls(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "GROUP_MAX_POLLS", 3)
+    grouped_poll(store, "alpha")
+    grouped_poll(store, "beta")
+    assert committed_polls(tmp_path / "state.db") == {}
+    grouped_poll(store, "gamma")
+    assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "beta": T0, "gamma": T0}
+    grouped_poll(store, "delta")
+    assert "delta" not in committed_polls(tmp_path / "state.db")
+
+
+def test_close_commits_an_open_group(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    grouped_poll(store, "alpha")
+    store.close()
+    with Store(tmp_path / "state.db") as reopened:
+        status = reopened.status("alpha")
+        assert status is not None and status.last_poll == T0
+        assert [log.url for _, log in reopened.fetches("alpha")] == ["https://alpha.test/"]
+
+
+def test_grouped_inside_a_transaction_is_refused(store: Store) -> None:
+    with store.transaction(), pytest.raises(StoreError, match="nesting"), store.grouped():
+        pass
+
+
+def test_a_transaction_inside_a_grouped_call_is_refused(store: Store) -> None:
+    with store.grouped(), pytest.raises(StoreError, match="nesting"), store.transaction():
+        pass
+
+
+def test_a_write_error_that_rolls_back_the_whole_group_leaves_the_store_usable(
+    store: Store, tmp_path: Path
+) -> None:
+    """An interrupt, a full disk or an I/O error makes SQLite undo the whole transaction,
+    savepoints and all: the group is gone, and the next poll must still commit."""
+    grouped_poll(store, "alpha")
+    with pytest.raises(StoreError, match="interrupted"), store.grouped():
+        store._conn.set_progress_handler(lambda: 1, 1)
+        try:
+            store.record_poll("beta", T0, ok=True, error=None, new=0, updated=0)
+        finally:
+            store._conn.set_progress_handler(None, 1)
+    with store.transaction():
+        store.record_poll("gamma", T0, ok=False, error="HTTP 500", new=0, updated=0)
+    assert committed_polls(tmp_path / "state.db").get("gamma") == T0
+
+
+def test_a_refused_plain_write_while_a_group_is_open_leaves_nothing(store: Store) -> None:
+    grouped_poll(store, "alpha")
+    unseen = replace(make_entry("https://a.test/1"), last_seen=datetime(2024, 5, 10))
+    with pytest.raises(ValueError, match="naive"):
+        store.add_entries([unseen])
+    assert store.count_entries("kexue") == 0
+
+
+# --- last_seen in entry_seen ------------------------------------------------------
+
+
+def test_touching_entries_rewrites_no_entry_row(store: Store) -> None:
+    links = [f"https://a.test/{i}" for i in range(3)]
+    store.add_entries([make_entry(link) for link in links])
+    store._conn.execute("CREATE TEMP TABLE entry_updates (link TEXT)")
+    store._conn.execute(
+        "CREATE TEMP TRIGGER count_entry_updates AFTER UPDATE ON main.entries"
+        " BEGIN INSERT INTO entry_updates VALUES (new.link); END"
+    )
+    later = T0 + timedelta(hours=2)
+    store.touch_entries("kexue", links[:2], later)
+    assert store._conn.execute("SELECT link FROM entry_updates").fetchall() == []
+    entries = store.entries("kexue")
+    assert [entries[link].last_seen for link in links] == [later, later, T0]
+    store.save_details([entries[links[0]]])  # the trigger does count a rewritten entry row
+    assert store._conn.execute("SELECT link FROM entry_updates").fetchall() == [(links[0],)]
+
+
+def test_a_version_1_store_is_migrated_keeping_every_last_seen(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    seen = {f"https://a.test/{i}": T0 + timedelta(days=i, minutes=7) for i in range(1, 4)}
+    with Store(path) as current:
+        current.add_entries([replace(make_entry(link), last_seen=at) for link, at in seen.items()])
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        ALTER TABLE entries ADD COLUMN last_seen TEXT;
+        UPDATE entries SET last_seen = (SELECT s.last_seen FROM entry_seen AS s
+            WHERE s.source = entries.source AND s.link = entries.link);
+        DROP TABLE entry_seen;
+        UPDATE schema_version SET version = 1;
+        """
+    )
+    conn.close()
+    with Store(path) as migrated:
+        assert {link: e.last_seen for link, e in migrated.entries("kexue").items()} == seen
+        assert migrated.check() == "ok"
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(entries)")]
+        seen_rows = conn.execute("SELECT link, last_seen FROM entry_seen ORDER BY link").fetchall()
+        versions = conn.execute("SELECT version FROM schema_version").fetchall()
+    finally:
+        conn.close()
+    assert "last_seen" not in columns and "first_seen" in columns
+    assert [(link, datetime.fromisoformat(at)) for link, at in seen_rows] == sorted(seen.items())
+    assert versions == [(2,)]
