@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
@@ -110,7 +112,7 @@ def run_refresh(config_path: str) -> dict[str, Any]:
     notifier = Notifier(config)
     cpu = _cpu()
     started = time.perf_counter()
-    results = asyncio.run(poll.refresh(config, list(config.sources), on_events=notifier.on_poll))
+    results = uvloop.run(poll.refresh(config, list(config.sources), on_events=notifier.on_poll))
     notifier.flush()
     elapsed = time.perf_counter() - started
     cpu = _cpu() - cpu
@@ -244,7 +246,7 @@ def main() -> None:
         state_path = Path(args.state)
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         jobs = json.loads(Path(args.path).read_text())
-        out = asyncio.run(
+        out = uvloop.run(
             floor(jobs, args.transport, state, full_extract=args.extract == "feedwatch")
         )
         state_path.write_text(json.dumps(state))

@@ -6,7 +6,6 @@ Exit codes follow SPEC.md: 0 ok, 1 a source failed (or preview found nothing),
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import uvloop
 from rich.console import Console
 from rich.table import Table
 
@@ -93,7 +93,7 @@ def refresh(ctx: click.Context, names: tuple[str, ...], full: bool) -> None:
     from feedwatch.poll import refresh as run_refresh
 
     notifier = Notifier(config)
-    results = asyncio.run(run_refresh(config, sources, full=full, on_events=notifier.on_poll))
+    results = uvloop.run(run_refresh(config, sources, full=full, on_events=notifier.on_poll))
     notifier.flush()
     for result in results:
         click.echo(result.summary())
@@ -141,7 +141,7 @@ def preview_cmd(ctx: click.Context, target: str, as_toml: bool, as_json: bool) -
             click.echo(f"feedwatch: {target!r} is neither a URL nor a configured source", err=True)
             ctx.exit(2)
     try:
-        found = asyncio.run(preview.preview(target if source is None else source))
+        found = uvloop.run(preview.preview(target if source is None else source))
     except preview.PreviewError as err:
         click.echo(f"feedwatch: {err}", err=True)
         ctx.exit(1)

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+import uvloop
 from selectolax.lexbor import LexborHTMLParser
 from starlette.applications import Starlette
 
@@ -506,6 +507,27 @@ async def test_make_server_serves_real_requests_and_stops_cleanly(app: Starlette
     assert task.exception() is None
     with pytest.raises(OSError), socket.create_connection((host, port), timeout=1):
         pass
+
+
+def test_connections_on_the_daemons_uvloop_loop_send_without_nagle_delay(app: Starlette) -> None:
+    """The daemon serves on uvloop's loop, not asyncio's: its accepted connections need
+    TCP_NODELAY too, or every small response waits for a delayed ACK (~40 ms)."""
+
+    async def accepted_nodelay() -> int:
+        server = make_server(app, "127.0.0.1", 0)
+        host, port = server.address
+        task = asyncio.create_task(server.serve())
+        try:
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as c:
+                assert (await c.get("/kexue.atom")).status_code == 200
+                (connection,) = server.server_state.connections
+                sock = connection.transport.get_extra_info("socket")
+                return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, timeout=5)
+
+    assert uvloop.run(accepted_nodelay()) != 0
 
 
 def test_make_server_raises_when_the_port_is_taken(app: Starlette) -> None:
