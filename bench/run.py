@@ -11,7 +11,11 @@ writes a config for them, and measures, each a median over the rounds:
                             nothing else (bench/worker.py floor), same transport and
                             concurrency; floor_bare_* picks the fields with bare selectolax
   *_vs_floor                per-round ratio, then the median
+  *_cpu_vs_floor            the same for CPU seconds (user + system) of the two processes:
+                            steadier than wall time when another tenant loads the machine
   refresh_peak_rss_mb       ru_maxrss of the refresh process (cold)
+  refresh_rss_*_stored_*    the same for a refresh re-rendering 100 feeds, with ~10 and with
+                            1000 more stored entries per source (must not grow)
   daemon_idle_rss_mb        `feedwatch run` with N sources, after every source's first poll
   serve_*                   req/s for GET NAME.atom (200) and with If-None-Match (304), on
                             the daemon and on nginx serving the same files (wrk -t1 -c32)
@@ -39,7 +43,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +221,7 @@ def refresh_rounds(
     time and the peak RSS of the cold runs, for the scaling figures."""
     runs: dict[str, list[dict[str, Any]]] = {}
     ratios: dict[str, list[float]] = {"cold": [], "warm": [], "one_changed": [], "bare": []}
+    cpu_ratios: dict[str, list[float]] = {"cold": [], "warm": [], "one_changed": []}
     rewritten: list[int] = []
     step = max(1, n // 100)
     for r in range(rounds):
@@ -241,6 +246,10 @@ def refresh_rounds(
         ratios["cold"].append(cold["elapsed"] / f_cold["elapsed"])
         ratios["warm"].append(warm["elapsed"] / f_warm["elapsed"])
         ratios["one_changed"].append(one["elapsed"] / f_one["elapsed"])
+        for name, ours, theirs in (
+            ("cold", cold, f_cold), ("warm", warm, f_warm), ("one_changed", one, f_one)
+        ):  # fmt: skip
+            cpu_ratios[name].append(ours["cpu"] / theirs["cpu"])
         f_bare = bare_floor(main, "aiohttp")
         runs.setdefault("floor_bare_cold", []).append(f_bare)
         ratios["bare"].append(cold["elapsed"] / f_bare["elapsed"])
@@ -261,6 +270,10 @@ def refresh_rounds(
     for name in ("cold", "warm", "one_changed"):
         fig.add(f"{name}_vs_floor", med(ratios[name]))
     fig.add("cold_vs_bare_floor", med(ratios["bare"]))
+    for name in ("cold", "warm", "one_changed"):
+        fig.add(f"{name}_cpu_s", med([x["cpu"] for x in runs[name]]))
+        fig.add(f"floor_{name}_cpu_s", med([x["cpu"] for x in runs[f"floor_{name}"]]))
+        fig.add(f"{name}_cpu_vs_floor", med(cpu_ratios[name]))
     fig.add("cold_per_source_ms", med([x["elapsed"] for x in runs["cold"]]) / n * 1000)
     fig.add("floor_cold_per_source_ms", med([x["elapsed"] for x in runs["floor_cold"]]) / n * 1000)
     warm_runs = runs["warm"]
@@ -325,6 +338,50 @@ def scaling(
         fig.add(f"cold_N{n}_peak_rss_mb", rss)
     small, large = min(sizes), max(sizes)
     fig.add(f"cold_per_source_N{large}_vs_N{small}", per_source[large] / per_source[small])
+
+
+def stored_entries_memory(
+    fig: Figures, site: Site, work: Path, count: int, extra: int = 1000
+) -> None:
+    """Peak RSS of a refresh that re-renders every feed, on a store holding the page's
+    ~10 entries per source and on one holding `extra` more per source.
+
+    A poll reads only the stored entries of the links it saw and the feed's newest
+    `max_entries`, so the second refresh must not need more memory than the first.
+    """
+    sys.path.insert(0, str(ROOT))
+    from feedwatch.models import Entry
+    from feedwatch.store import Store
+
+    sources = range(count)
+    old = datetime(2001, 1, 1, tzinfo=UTC)
+    teaser = "<p>" + "An older post that scrolled off the index long ago. " * 20 + "</p>"
+    rss: dict[int, float] = {}
+    for seeded in (0, extra):
+        directory = work / f"entries-{seeded}"
+        write_config(directory, site, sources)
+        refresh(directory)
+        with Store(directory / "state.db") as store:
+            for i in sources if seeded else ():
+                at = [old + timedelta(hours=k) for k in range(seeded)]
+                store.add_entries(
+                    [
+                        Entry(f"s{i:05d}", f"{site.url(i)}old/{k}", f"Old post {k}", False,
+                              teaser, teaser[3:-4], None, when, True, when, when, when,
+                              f"{k:064x}")
+                        for k, when in enumerate(at)
+                    ]
+                )  # fmt: skip
+        site.ctl("bump", {"sources": list(sources)})
+        run = refresh(directory)
+        if run["new"] != count:
+            raise RuntimeError(f"stored_entries_memory: {run['new']} new for {count} bumped")
+        rss[seeded] = run["maxrss_kb"] / 1024
+        shutil.rmtree(directory, ignore_errors=True)
+    fig.add("stored_entries_sources", count)
+    fig.add("refresh_rss_mb_10_stored_per_source", rss[0])
+    fig.add(f"refresh_rss_mb_{extra}_more_stored_per_source", rss[extra])
+    fig.add("refresh_rss_growth_with_stored_entries", rss[extra] / rss[0])
 
 
 def detail_cost(fig: Figures, site: Site, work: Path, count: int) -> None:
@@ -492,6 +549,7 @@ def main() -> None:
         write_config(main_dir, site, range(n))
         cold = refresh_rounds(fig, site, main_dir, n, rounds, httpx_every_round=not args.quick)
         scaling(fig, site, work, sizes, {n: cold})
+        stored_entries_memory(fig, site, work, min(100, n))
         daemon_and_serving(
             fig,
             main_dir,
