@@ -223,7 +223,7 @@ def refresh_rounds(
     ratios: dict[str, list[float]] = {"cold": [], "warm": [], "one_changed": [], "bare": []}
     cpu_ratios: dict[str, list[float]] = {"cold": [], "warm": [], "one_changed": []}
     rewritten: list[int] = []
-    step = max(1, n // 100)
+    step = min(100, n)  # every 100th source: 1% of them, at least one
     for r in range(rounds):
         reset(main)
         f_cold = floor(main)

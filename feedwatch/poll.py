@@ -3,8 +3,10 @@
 fetch pages → extract (or detect) → date → diff against the store → write the
 feeds → commit, all of a source's writes in one transaction that is rolled back
 if the feeds cannot be written, so the store never claims more than the files
-on disk show. Every failure of one source is caught here, at the source
-boundary: it is logged with the source name, stored, and never escapes.
+on disk show (a poll that changed nothing only has bookkeeping to write, which
+shares a commit with other such polls: `Store.grouped`). Every failure of one
+source is caught here, at the source boundary: it is logged with the source
+name, stored, and never escapes.
 """
 
 from __future__ import annotations
