@@ -444,3 +444,31 @@ def test_a_304_poll_ending_a_failing_streak_is_committed_before_its_recovery_is_
     assert [(kind, json.loads(data)) for kind, data in recoveries] == [
         ("recovered", {"after": "HTTP 500", "failures": 1})
     ]
+
+
+def test_the_flush_timer_commits_a_group_that_no_later_poll_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between polls (a daemon's quiet minute) only the timer commits the open group,
+    whose write lock another process may be waiting for."""
+    monkeypatch.setattr(poll_module, "GROUP_MAX_AGE_S", 0.05)
+    path = tmp_path / "state.db"
+
+    def committed() -> list[str]:
+        conn = sqlite3.connect(path)
+        try:
+            return [row[0] for row in conn.execute("SELECT name FROM sources")]
+        finally:
+            conn.close()
+
+    async def quiet_poll_then_wait() -> tuple[list[str], list[str]]:
+        with Store(path) as store:
+            with store.grouped():
+                store.record_poll("kexue", LATER, ok=True, error=None, new=0, updated=0)
+            before = committed()
+            timer = asyncio.create_task(poll_module.flush_periodically(store))
+            await asyncio.sleep(0.3)
+            timer.cancel()
+            return before, committed()
+
+    assert asyncio.run(quiet_poll_then_wait()) == ([], ["kexue"])
