@@ -575,6 +575,13 @@ class Clock:
         self.now += seconds
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    moved_by_hand = Clock()
+    monkeypatch.setattr(store_module, "time", moved_by_hand)
+    return moved_by_hand
+
+
 def test_grouped_writes_are_seen_at_once_here_but_elsewhere_only_after_flush(
     store: Store, tmp_path: Path
 ) -> None:
@@ -625,10 +632,8 @@ def test_a_plain_write_while_a_group_is_open_joins_the_group(store: Store, tmp_p
 
 
 def test_a_group_commits_itself_once_it_is_max_age_old(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path, clock: Clock
 ) -> None:
-    clock = Clock()
-    monkeypatch.setattr(store_module, "time", clock)
     grouped_poll(store, "alpha")
     clock.now += store_module.GROUP_MAX_AGE_S / 2
     grouped_poll(store, "beta")
@@ -639,10 +644,8 @@ def test_a_group_commits_itself_once_it_is_max_age_old(
 
 
 def test_flush_older_than_leaves_a_younger_group_open(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, tmp_path: Path, clock: Clock
 ) -> None:
-    clock = Clock()
-    monkeypatch.setattr(store_module, "time", clock)
     grouped_poll(store, "alpha")
     clock.now += 0.25
     store.flush(older_than=0.5)
