@@ -487,10 +487,10 @@ class Store:
     def flush(self, *, older_than: float = 0.0) -> None:
         """Commit the open group, if it is at least `older_than` seconds old."""
         with self._lock:
-            if self._in_group_call or not self._group_open():
+            started = self._group_started
+            if started is None or self._in_group_call or not self._group_open():
                 return
-            assert self._group_started is not None
-            if time.monotonic() - self._group_started < older_than:
+            if time.monotonic() - started < older_than:
                 return
             self._group_started = None
             self._commit()
