@@ -142,10 +142,9 @@ def write_config(
 
 
 def reset(directory: Path) -> None:
-    for name in ("state.db", "state.db-wal", "state.db-shm", "floor.json"):
+    for name in ("state.db", "state.db-wal", "state.db-shm", "state.db.lock", "floor.json"):
         (directory / name).unlink(missing_ok=True)
-    for name in ("feeds", "state.db.locks"):
-        shutil.rmtree(directory / name, ignore_errors=True)
+    shutil.rmtree(directory / "feeds", ignore_errors=True)
 
 
 def worker(*args: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from feedwatch import config as config_mod
 from feedwatch import serve
 from feedwatch.config import Config, ConfigError, Source
 from feedwatch.fetch import Fetcher
+from feedwatch.locks import SourceLocks, lock_path
 from feedwatch.models import PollResult
 from feedwatch.notify import Notifier
 from feedwatch.poll import Context, feed_meta, flush_periodically, poll_source, write_opml
@@ -59,6 +60,7 @@ class Daemon:
     fetcher: Fetcher
     scheduler: AsyncIOScheduler
     notifier: Notifier
+    locks: SourceLocks
     host_gap: float = HOST_GAP
     host_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     host_last: dict[str, float] = field(default_factory=dict)
@@ -73,6 +75,7 @@ class Daemon:
             config=self.config,
             store=self.store,
             fetcher=self.fetcher,
+            locks=self.locks,
             on_events=self.notifier.on_poll,
         )
 
@@ -258,7 +261,14 @@ async def _main(config: Config) -> int:
     store = Store(config.state)
     scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
     async with Fetcher(max_connections=config.concurrency) as fetcher:
-        daemon = Daemon(config, store, fetcher, scheduler, Notifier(config, immediate=True))
+        daemon = Daemon(
+            config,
+            store,
+            fetcher,
+            scheduler,
+            Notifier(config, immediate=True),
+            SourceLocks(lock_path(config.state)),
+        )
         daemon.config_changed()
         app = serve.create_app(
             config.output_dir,
@@ -308,6 +318,7 @@ async def _main(config: Config) -> int:
         flusher.cancel()
         server.should_exit = True
         await asyncio.wait({server_task}, timeout=STOP_GRACE)
+    daemon.locks.close()
     store.close()
     return 0
 

@@ -12,7 +12,6 @@ name, stored, and never escapes.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import itertools
 import logging
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from feedwatch import clean, dates, detail, detect, diff, extract, feeds, mathml
 from feedwatch.config import Config, Source
 from feedwatch.fetch import Fetcher, FetchError
+from feedwatch.locks import SourceLocks, lock_path
 from feedwatch.models import (
     DateParts,
     Entry,
@@ -52,11 +52,12 @@ class PollError(Exception):
 
 @dataclass
 class Context:
-    """What every poll of one run shares: the config, one store and one HTTP client."""
+    """What every poll of one run shares: the config, one store, one HTTP client, the locks."""
 
     config: Config
     store: Store
     fetcher: Fetcher
+    locks: SourceLocks
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_events: Callable[[Source, list[Event]], None] | None = None
     parses: int = 0
@@ -95,35 +96,15 @@ def _parsed(
     )
 
 
-def lock_path(config: Config, name: str) -> Path:
-    return config.state.with_name(config.state.name + ".locks") / f"{name}.lock"
-
-
 @asynccontextmanager
-async def source_lock(config: Config, name: str) -> AsyncIterator[None]:
-    """An OS file lock per source, so a daemon and a `refresh` never poll one source at once.
-
-    flock dies with its process, so a SIGKILLed run never leaves a stale lock behind.
-    """
-    path = lock_path(config, name)
+async def source_lock(ctx: Context, name: str) -> AsyncIterator[None]:
+    """The source's lock (feedwatch.locks); a lock file that cannot be opened fails the poll."""
     try:
-        try:
-            fd = path.open("a")
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = path.open("a")
+        ctx.locks.descriptor()
     except OSError as err:
-        raise PollError(f"cannot open lock file {path}: {err.strerror or err}") from err
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await asyncio.sleep(0.05)
+        raise PollError(f"cannot open lock file {ctx.locks.path}: {err.strerror or err}") from err
+    async with ctx.locks.hold(name):
         yield
-    finally:
-        fd.close()
 
 
 async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> PollResult:
@@ -132,7 +113,7 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
     logs: list[FetchLog] = []
     now = ctx.now()
     try:
-        async with source_lock(ctx.config, source.name):
+        async with source_lock(ctx, source.name):
             now = ctx.now()
             meta = ctx.store.source_meta(source.name)
             async with asyncio.timeout(source.poll_timeout):
@@ -704,9 +685,12 @@ async def refresh(
     """Poll the given sources once, concurrently, and rewrite the OPML index."""
     own_store = store is None
     store = store or Store(config.state)
+    locks = SourceLocks(lock_path(config.state))
     try:
         async with Fetcher(max_connections=config.concurrency) as fetcher:
-            ctx = Context(config=config, store=store, fetcher=fetcher, on_events=on_events)
+            ctx = Context(
+                config=config, store=store, fetcher=fetcher, locks=locks, on_events=on_events
+            )
             if now is not None:
                 ctx.now = now
             gate = asyncio.Semaphore(config.concurrency)
@@ -724,6 +708,7 @@ async def refresh(
         write_opml(config, store)
         return list(results)
     finally:
+        locks.close()
         if own_store:
             store.close()
 

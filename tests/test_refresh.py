@@ -337,7 +337,7 @@ def test_a_source_added_later_on_an_already_polled_url_gets_its_entries(
 
 
 def test_an_unusable_lock_directory_fails_the_sources_without_a_traceback(kexue: Path) -> None:
-    (kexue.parent / "state.db.locks").write_text("not a directory")
+    (kexue.parent / "state.db.lock").mkdir()
     result = run_cli("refresh", "--config", str(kexue))
     assert result.exit_code == 1
     assert result.stdout.startswith("kexue: error: cannot open lock file")

@@ -1,0 +1,85 @@
+"""One poll of a source at a time, across every process that shares a state file.
+
+A daemon and a `refresh` from cron may run at once; each source's poll takes a
+lock first. All sources share one lock file, `STATE.lock`, each locking one byte
+at an offset hashed from its name: a source's first poll then creates no file of
+its own, which matters because creating a file (a new inode) costs 0.25-1 ms on
+some virtual disks, more than a whole warm poll. The locks are POSIX record locks,
+so they die with their process and a SIGKILLed run never leaves a stale one.
+
+Record locks belong to the process, not to a file descriptor: two polls in one
+process never exclude each other through them (hence `held`), and closing any
+descriptor of the file would drop all of them (hence one descriptor per run, kept
+until `close`). Two names whose hashes collide only take turns, harmlessly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RETRY_S = 0.05
+_BUSY = frozenset({errno.EACCES, errno.EAGAIN})
+
+
+def lock_path(state: Path) -> Path:
+    return state.with_name(state.name + ".lock")
+
+
+def offset(name: str) -> int:
+    """A stable byte offset for a source name: the same in every process (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+
+
+@dataclass
+class SourceLocks:
+    """The lock file of one state file, open for as long as its owner (a run) lasts."""
+
+    path: Path
+    fd: int | None = None
+    held: set[str] = field(default_factory=set)
+
+    def descriptor(self) -> int:
+        """The lock file's descriptor, opened (and the file created) on first use.
+
+        Raises OSError when the file cannot be opened, e.g. a directory is in its way.
+        """
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return self.fd
+
+    @asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        """Wait until no other poll of `name`, in this process or another, runs; then run."""
+        fd = self.descriptor()
+        start = offset(name)
+        while not (name not in self.held and _try_lock(fd, start)):
+            await asyncio.sleep(RETRY_S)
+        self.held.add(name)
+        try:
+            yield
+        finally:
+            self.held.discard(name)
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, start)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _try_lock(fd: int, start: int) -> bool:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, start)
+    except OSError as err:
+        if err.errno in _BUSY:
+            return False
+        raise
+    return True
