@@ -286,7 +286,10 @@ def refresh_rounds(
         "one_changed_feed_files_written",
         med([x["feed_files_written"] for x in runs["one_changed"]]),
     )
+    fig.add("cold_pages_read_in_workers", med([x["parses_in_workers"] for x in runs["cold"]]))
+    fig.add("cold_worker_cpu_s", med([x["worker_cpu"] for x in runs["cold"]]))
     fig.add("refresh_peak_rss_mb", max(x["maxrss_kb"] for x in runs["cold"]) / 1024)
+    fig.add("refresh_worker_peak_rss_mb", max(x["worker_maxrss_kb"] for x in runs["cold"]) / 1024)
     fig.add("refresh_warm_peak_rss_mb", max(x["maxrss_kb"] for x in warm_runs) / 1024)
     fig.add("floor_peak_rss_mb", max(x["maxrss_kb"] for x in runs["floor_cold"]) / 1024)
     httpx_s = med([x["elapsed"] for x in runs["floor_bare_httpx_cold"]])
@@ -294,7 +297,7 @@ def refresh_rounds(
     fig.add(
         "floor_transport_speedup", httpx_s / med([x["elapsed"] for x in runs["floor_bare_cold"]])
     )
-    for stage in ("fetch", "parse_extract", "dates_diff", "store", "feeds"):
+    for stage in ("fetch", "read", "dates_diff", "store", "feeds"):
         share = med([x["stages"][stage] / x["elapsed"] for x in runs["cold"]])
         per_source = med([x["stages"][stage] for x in runs["cold"]]) / n * 1000
         fig.add(f"cold_stage_{stage}_share", share)

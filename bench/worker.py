@@ -5,13 +5,16 @@
         --state STATE_JSON
 
 Prints one JSON object. Only the work is timed, not the interpreter start or the imports,
-for both kinds of run alike; the peak RSS (ru_maxrss) is the whole process's.
+for both kinds of run alike; the peak RSS (ru_maxrss) is the whole process's, and that
+of the largest page reader process is given apart. CPU time counts both.
 
 `refresh` is `feedwatch refresh` minus the argument parsing and the summary lines
 (the same `poll.refresh` call with the same notifier hook), with cheap timers around
 the pipeline's synchronous stages. They keep exclusive time (a stage called inside
 another pauses its caller's clock), so the stages add up; whatever is left of the
-wall time is fetching and the event loop.
+wall time is fetching and the event loop. `read` (parse, extract, dates, fingerprints)
+is only what this process read itself: pages read by a worker process (feedwatch.workers)
+cost this process nothing but waiting.
 
 `floor` is the fetch + parse + extract work alone: one shared httpx client with the same
 transport and concurrency, conditional GETs, then `--extract feedwatch` (default) runs
@@ -68,36 +71,41 @@ class Stages:
         return timed
 
 
-def _cpu() -> float:
-    """CPU seconds (user + system) of this process: steadier than wall time on a shared
-    machine, where another tenant's load stretches every wall-clock figure."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def _cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """CPU seconds (user + system) of this process, or of its ended children (the page
+    reader processes): steadier than wall time on a shared machine, where another
+    tenant's load stretches every wall-clock figure."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
 def run_refresh(config_path: str) -> dict[str, Any]:
     from feedwatch import config as config_mod
-    from feedwatch import extract, feeds, poll
+    from feedwatch import detect, extract, feeds, poll, readpage, workers
     from feedwatch.notify import Notifier
     from feedwatch.store import Store
 
     stages = Stages()
-    counts = {"parses": 0, "feed_files_written": 0}
-    parse = extract.parse
+    counts = {"feed_files_written": 0}
     write_if_changed = feeds.write_if_changed
-
-    def counted_parse(html: str) -> Any:
-        counts["parses"] += 1
-        return parse(html)
+    made: list[workers.Workers] = []
 
     def counted_write(path: Path, data: bytes) -> bool:
         written = write_if_changed(path, data)
         counts["feed_files_written"] += written
         return written
 
-    extract.parse = counted_parse
+    def kept_workers(count: int) -> workers.Workers:
+        made.append(workers.Workers(count))
+        return made[-1]
+
     feeds.write_if_changed = counted_write
-    poll._extract = stages.wrap("parse_extract", poll._extract)
+    poll.Workers = kept_workers  # type: ignore[assignment,misc]
+    # Pages read in this process; a worker process runs the unwrapped functions.
+    for module, name in (
+        (extract, "parse"), (extract, "extract"), (detect, "detect"), (readpage, "_dated")
+    ):  # fmt: skip
+        setattr(module, name, stages.wrap("read", getattr(module, name)))
     poll._build_entries = stages.wrap("dates_diff", poll._build_entries)
     poll._commit = stages.wrap("store", poll._commit)
     poll._write_feeds = stages.wrap("feeds", poll._write_feeds)
@@ -111,21 +119,24 @@ def run_refresh(config_path: str) -> dict[str, Any]:
     config = config_mod.load(config_path)
     notifier = Notifier(config)
     cpu = _cpu()
+    children_cpu = _cpu(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     results = uvloop.run(poll.refresh(config, list(config.sources), on_events=notifier.on_poll))
     notifier.flush()
     elapsed = time.perf_counter() - started
     cpu = _cpu() - cpu
+    children_cpu = _cpu(resource.RUSAGE_CHILDREN) - children_cpu
     totals = stages.totals
     stage_times = {
         "fetch": elapsed - sum(totals.values()),
-        **{k: totals.get(k, 0.0) for k in ("parse_extract", "dates_diff", "store")},
+        **{k: totals.get(k, 0.0) for k in ("read", "dates_diff", "store")},
         "feeds": totals.get("feeds", 0.0) + totals.get("render", 0.0),
     }
     failed = [r for r in results if not r.ok]
     return {
         "elapsed": elapsed,
-        "cpu": cpu,
+        "cpu": cpu + children_cpu,
+        "worker_cpu": children_cpu,
         "sources": len(results),
         "failed": len(failed),
         "errors": sorted({r.error or "" for r in failed})[:5],
@@ -135,8 +146,11 @@ def run_refresh(config_path: str) -> dict[str, Any]:
         "not_modified": sum(r.not_modified for r in results),
         "feed_renders": stages.calls.get("render", 0),
         "stages": stage_times,
+        "parses": sum(w.reads for w in made),
+        "parses_in_workers": sum(w.in_workers for w in made),
         **counts,
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "worker_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
     }
 
 

@@ -1,3 +1,4 @@
 from feedwatch.cli import main
 
-main(prog_name="feedwatch")
+if __name__ == "__main__":
+    main(prog_name="feedwatch")

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from feedwatch import clean, dates, detail, detect, diff, extract, feeds, mathml
+from feedwatch import clean, dates, detail, detect, diff, feeds, mathml, readpage
 from feedwatch.config import Config, Source
 from feedwatch.fetch import Fetcher, FetchError
 from feedwatch.locks import SourceLocks, lock_path
@@ -39,6 +39,7 @@ from feedwatch.models import (
     Validators,
 )
 from feedwatch.store import GROUP_MAX_AGE_S, Store, StoreError
+from feedwatch.workers import WorkerDied, Workers, spare_cores
 
 log = logging.getLogger("feedwatch.poll")
 
@@ -58,6 +59,7 @@ class Context:
     store: Store
     fetcher: Fetcher
     locks: SourceLocks
+    workers: Workers = field(default_factory=lambda: Workers(0))
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_events: Callable[[Source, list[Event]], None] | None = None
     parses: int = 0
@@ -67,8 +69,9 @@ class Context:
 class _Fetched:
     """One index page of this poll: its response, and what it yielded if it was parsed.
 
-    A parsed page's entries are dated and fingerprinted once, here: the walk, the
-    entries, the diff and the page order all need the same values.
+    A parsed page's entries are dated and fingerprinted once, when it is read
+    (feedwatch.readpage): the walk, the entries, the diff and the page order all
+    need the same values.
     """
 
     page: Page
@@ -78,22 +81,6 @@ class _Fetched:
     parts: list[DateParts | None] = field(default_factory=list)
     moments: list[datetime | None] = field(default_factory=list)
     prints: list[str] = field(default_factory=list)
-
-
-def _parsed(
-    source: Source, page: Page, previous: Validators | None, extraction: Extraction, now: datetime
-) -> _Fetched:
-    raws = extraction.entries
-    parts = [dates.parse_date(r.date_text, r.date_attr) for r in raws]
-    return _Fetched(
-        page,
-        previous,
-        extraction,
-        [r.link for r in raws],
-        parts,
-        dates.resolve_dates(parts, now=now, tz=source.tz),
-        [diff.fingerprint(r.title, r.teaser_text, source.ignore_patterns) for r in raws],
-    )
 
 
 @asynccontextmanager
@@ -209,12 +196,11 @@ async def _fetch_index(
         if unchanged:
             fetched.append(_Fetched(page, previous, None, list(page_links.get(url, []))))
             break
-        extraction = _extract(ctx, source, page, first=not fetched)
-        item = _parsed(source, page, previous, extraction, now)
+        item = await _read(ctx, source, page, previous, now, first=not fetched)
         fetched.append(item)
         if not full and _all_known(item, ctx.store.entries(source.name, item.links)):
             break
-        url = extraction.next_page or page_next.get(url)
+        url = (item.extraction.next_page if item.extraction else None) or page_next.get(url)
     return fetched
 
 
@@ -226,23 +212,48 @@ def _all_known(item: _Fetched, stored: dict[str, Entry]) -> bool:
     )
 
 
-def _extract(ctx: Context, source: Source, page: Page, *, first: bool) -> Extraction:
-    html = page.text or ""
+async def _read(
+    ctx: Context,
+    source: Source,
+    page: Page,
+    previous: Validators | None,
+    now: datetime,
+    *,
+    first: bool,
+) -> _Fetched:
+    """Extract (or detect) the page's entries, dated and fingerprinted, maybe in a worker."""
     ctx.parses += 1
-    tree = extract.parse(html)
-    base = page.final_url
     selectors, next_sel = _selectors(ctx, source)
-    if selectors is not None:
-        extraction = extract.extract(html, base, selectors, next_sel, tree=tree)
-        if extraction.entries or not first:
-            return extraction
-        if source.select is not None:
-            raise PollError(f"selectors matched no entries on {page.url}")
-    found = detect.detect(html, base, tree=tree)
-    if found is None:
+    try:
+        read = await ctx.workers.run(
+            readpage.read_page,
+            page.text or "",
+            page.final_url,
+            selectors,
+            next_sel,
+            redetect=first and source.select is None,
+            tz=source.tz,
+            ignore=source.ignore_patterns,
+            now=now,
+        )
+    except WorkerDied as err:
+        raise PollError(f"{err} while reading {page.url}") from err
+    extraction = read.extraction
+    if extraction is None:
         raise PollError(f"no entries found on {page.url} (auto-detection found nothing)")
-    _remember_detection(ctx, source, found, previous=selectors)
-    return extract.extract(html, base, found.selectors, found.next_page, tree=tree)
+    if first and not extraction.entries and source.select is not None:
+        raise PollError(f"selectors matched no entries on {page.url}")
+    if read.detection is not None:
+        _remember_detection(ctx, source, read.detection, previous=selectors)
+    return _Fetched(
+        page,
+        previous,
+        extraction,
+        [r.link for r in extraction.entries],
+        list(read.parts),
+        list(read.moments),
+        list(read.prints),
+    )
 
 
 def _selectors(ctx: Context, source: Source) -> tuple[Selectors | None, str | None]:
@@ -681,15 +692,26 @@ async def refresh(
     store: Store | None = None,
     on_events: Callable[[Source, list[Event]], None] | None = None,
     now: Callable[[], datetime] | None = None,
+    workers: Workers | None = None,
 ) -> list[PollResult]:
-    """Poll the given sources once, concurrently, and rewrite the OPML index."""
+    """Poll the given sources once, concurrently, and rewrite the OPML index.
+
+    `store` and `workers`, when given, are the caller's to close.
+    """
     own_store = store is None
     store = store or Store(config.state)
     locks = SourceLocks(lock_path(config.state))
+    own_workers = workers is None
+    workers = workers or Workers(spare_cores())
     try:
         async with Fetcher(max_connections=config.concurrency) as fetcher:
             ctx = Context(
-                config=config, store=store, fetcher=fetcher, locks=locks, on_events=on_events
+                config=config,
+                store=store,
+                fetcher=fetcher,
+                locks=locks,
+                workers=workers,
+                on_events=on_events,
             )
             if now is not None:
                 ctx.now = now
@@ -708,6 +730,8 @@ async def refresh(
         write_opml(config, store)
         return list(results)
     finally:
+        if own_workers:
+            await workers.close()
         locks.close()
         if own_store:
             store.close()
