@@ -75,14 +75,20 @@ def test_polls_of_different_sources_run_at_once(tmp_path: Path) -> None:
     assert order[:2] == ["a start", "b start"]
 
 
-def test_a_source_locked_by_another_process_waits_until_it_exits(tmp_path: Path) -> None:
-    path = tmp_path / "state.db.lock"
+def holding_child(path: Path, name: str, seconds: float) -> subprocess.Popen[str]:
+    """Another process that holds `name`'s lock for `seconds`, once this returns."""
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLD_IN_CHILD, str(path), str(offset("a")), "0.5"],
+        [sys.executable, "-c", HOLD_IN_CHILD, str(path), str(offset(name)), str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_a_source_locked_by_another_process_waits_until_it_exits(tmp_path: Path) -> None:
+    path = tmp_path / "state.db.lock"
+    child = holding_child(path, "a", 0.5)
 
     async def main() -> tuple[float, float]:
         locks = SourceLocks(path)
@@ -105,12 +111,7 @@ def test_a_source_locked_by_another_process_waits_until_it_exits(tmp_path: Path)
 
 def test_a_process_killed_while_holding_a_lock_leaves_none_behind(tmp_path: Path) -> None:
     path = tmp_path / "state.db.lock"
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLD_IN_CHILD, str(path), str(offset("a")), "60"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+    child = holding_child(path, "a", 60)
     child.kill()
     child.wait(timeout=10)
 

@@ -22,17 +22,9 @@ from feedwatch.readpage import read_page
 from feedwatch.workers import START_AFTER, WorkerDied, Workers
 from tests.conftest import KEXUE_SELECT, write_config
 from tests.site import TRUTH, Site
+from tests.test_extract import SELECTORS as KEXUE
 
 FIXTURES = Path(__file__).parent / "fixtures"
-KEXUE = Selectors(
-    entry="div.post",
-    title="h2.post-title a",
-    link="h2.post-title a, a.more-link",
-    date=".post-date",
-    author=".post-meta .author",
-    teaser=".post-body",
-    exclude=("p.more", "a.more-link", "script"),
-)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
