@@ -53,7 +53,7 @@ class PollError(Exception):
 
 @dataclass
 class Context:
-    """What every poll of one run shares: the config, one store, one HTTP client, the locks."""
+    """What every poll of one run shares: config, store, HTTP client, locks, page readers."""
 
     config: Config
     store: Store

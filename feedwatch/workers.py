@@ -12,14 +12,14 @@ concurrent.futures' process pool, a helper thread moves every call and result an
 must win the GIL from the busy event loop first: in a 1000-source refresh only 7-30 %
 of the pages ever reached its worker.)
 
-Workers start only once a run has read `START_AFTER` pages (a refresh with a few
-changed pages never pays for a process start), and start in the background: until
-one is ready, pages are read in-process. Once one is, every page goes to the least
-busy worker, even when several wait there: the queue is bounded by the run's
-concurrency, and the run's own process is the busier half anyway (in a cold refresh of
-1000 sources it stores and writes feeds for longer than a worker reads). A worker that
-dies (a crash on a hostile page, the OOM killer) fails the polls whose pages it held,
-and the rest of the run reads in-process.
+Workers start once a run has read `START_AFTER` pages (a refresh that reads four
+pages or fewer starts no process), in the background: until one is ready, pages are
+read in-process, and a run that ends first kills it. Once one is, every page goes to
+the least busy worker, even when several wait there: the queue is bounded by the
+run's concurrency, and the run's own process is the busier half anyway (in a cold
+refresh of 1000 sources it stores and writes feeds for longer than a worker reads).
+A worker that dies (a crash on a hostile page, the OOM killer) fails the polls whose
+pages it held, and the rest of the run reads in-process.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, BinaryIO, TypeVar
 
 log = logging.getLogger("feedwatch.workers")
 
-START_AFTER = 32
+START_AFTER = 4
 MAX_WORKERS = 3
 STOP_WAIT_S = 5.0
 PIPE_BYTES = 1 << 20
@@ -165,11 +165,16 @@ class Workers:
                 done.set_exception(WorkerDied("the page reader process died"))
 
     async def close(self) -> None:
-        """Let the workers finish and exit (EOF on their stdin); kill any that hang."""
+        """Let the workers exit (EOF on their stdin). One still importing is killed: a small
+        run that asked for a worker near its end does not wait for it; one that hangs is
+        killed after STOP_WAIT_S."""
         if self.starting is not None:
             await self.starting
         for worker in self.workers:
             worker.requests.close()
+            if not worker.ready:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
         for worker in self.workers:
             try:
                 await asyncio.wait_for(worker.proc.wait(), STOP_WAIT_S)

@@ -215,3 +215,17 @@ def test_a_refresh_reading_through_a_worker_writes_the_same_feeds(
     assert in_workers == 4 * 3
     assert len(through_worker) == 4 * 3 + 1
     assert through_worker == in_process
+
+
+def test_a_worker_still_starting_when_the_run_ends_is_killed_not_awaited() -> None:
+    async def main() -> int | None:
+        workers = Workers(1)
+        workers.reads = START_AFTER
+        await workers.run(abs, -1)  # asks for the worker
+        assert workers.starting is not None
+        await workers.starting  # spawned, still importing
+        proc = workers.workers[0].proc
+        await workers.close()
+        return proc.returncode
+
+    assert asyncio.run(main()) == -signal.SIGKILL
