@@ -30,6 +30,7 @@ import fcntl
 import logging
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections import deque
@@ -142,15 +143,18 @@ class Workers:
                 if not worker.ready:
                     worker.ready = data == _READY
                     continue
-                ok, value = pickle.loads(data)
                 done = worker.waiting.popleft()
+                try:
+                    ok, value = pickle.loads(data)
+                except Exception as err:  # e.g. an exception whose class cannot be rebuilt
+                    ok, value = False, RuntimeError(f"unreadable page reader answer: {err!r}")
                 if done.done():
                     continue
                 if ok:
                     done.set_result(value)
                 else:
                     done.set_exception(value)
-        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             worker.ready = False
             if worker.waiting:
                 self._break(worker)
@@ -222,6 +226,8 @@ def _send(answers: BinaryIO, data: bytes) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the parent decides, and its exit is our EOF.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Answers go to a copy of stdout; anything else printing to stdout lands on stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

@@ -106,6 +106,45 @@ def test_an_exception_raised_in_a_worker_reaches_the_caller() -> None:
     asyncio.run(main())
 
 
+class TwoArgumentError(Exception):
+    """Pickles as TwoArgumentError(a), which cannot be rebuilt: a worker's odd exception."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(a)
+        self.b = b
+
+
+def raise_two_argument_error() -> None:
+    raise TwoArgumentError("a", "b")
+
+
+def test_an_exception_that_cannot_cross_back_still_fails_only_its_call() -> None:
+    async def main() -> None:
+        workers = await ready_workers()
+        try:
+            with pytest.raises(RuntimeError, match="unreadable page reader answer"):
+                await asyncio.wait_for(workers.run(raise_two_argument_error), 10)
+            assert await workers.run(int, "7") == 7
+            assert workers.in_workers == 2 and not workers.broken
+        finally:
+            await workers.close()
+
+    asyncio.run(main())
+
+
+def test_ctrl_c_is_left_to_the_parent_the_worker_keeps_answering() -> None:
+    async def main() -> int:
+        workers = await ready_workers()
+        try:
+            workers.workers[0].proc.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.3)
+            return await asyncio.wait_for(workers.run(int, "5"), 10)
+        finally:
+            await workers.close()
+
+    assert asyncio.run(main()) == 5
+
+
 def test_a_worker_killed_mid_call_fails_that_call_and_the_run_goes_on_in_process() -> None:
     async def main() -> tuple[int, int]:
         workers = await ready_workers()
