@@ -268,3 +268,23 @@ def test_a_worker_still_starting_when_the_run_ends_is_killed_not_awaited() -> No
         return proc.returncode
 
     assert asyncio.run(main()) == -signal.SIGKILL
+
+
+def test_a_poll_whose_page_reader_died_fails_with_that_cause_and_the_next_run_recovers(
+    site: Site, tmp_path: Path
+) -> None:
+    site.serve_fixture_site()
+    config = config_mod.load(
+        write_config(tmp_path, f'[[sources]]\nname = "k"\nurl = "{site.url("/")}"\n{KEXUE_SELECT}')
+    )
+    dying = Workers(0)
+
+    async def died(*args: Any, **kwargs: Any) -> Any:
+        raise WorkerDied("the page reader process died")
+
+    dying.run = died  # type: ignore[method-assign]
+    (failed,) = asyncio.run(refresh(config, list(config.sources), now=lambda: NOW, workers=dying))
+    assert failed.error == f"the page reader process died while reading {site.url('/')}"
+    assert not (tmp_path / "feeds" / "k.atom").exists()
+    (ok,) = asyncio.run(refresh(config, list(config.sources), now=lambda: NOW))
+    assert (ok.ok, ok.new) == (True, 8)
