@@ -134,6 +134,10 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+EXTENSIONS = ("rss", "atom", "json")
+"""The files `write_feeds` writes for a source, NAME.EXT each."""
+
+
 def write_feeds(output_dir: Path, meta: FeedMeta, entries: Sequence[Entry]) -> list[Path]:
     """Write NAME.rss, NAME.atom and NAME.json; return only the paths whose bytes changed.
 

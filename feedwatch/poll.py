@@ -3,8 +3,8 @@
 fetch pages → extract (or detect) → date → diff against the store → write the
 feeds → commit, all of a source's writes in one transaction that is rolled back
 if the feeds cannot be written, so the store never claims more than the files
-on disk show (a poll that changed nothing only has bookkeeping to write, which
-shares a commit with other such polls: `Store.grouped`). Every failure of one
+on disk show (a poll that changed nothing only has bookkeeping to write, which the
+store holds and writes with other such polls': `Store.note_unchanged`). Every failure of one
 source is caught here, at the source boundary: it is logged with the source
 name, stored, and never escapes.
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from feedwatch import clean, dates, detail, detect, diff, feeds, mathml, readpage
@@ -38,7 +38,7 @@ from feedwatch.models import (
     Selectors,
     Validators,
 )
-from feedwatch.store import GROUP_MAX_AGE_S, Store, StoreError
+from feedwatch.store import GROUP_MAX_AGE_S, PollStart, Store, StoreError
 from feedwatch.workers import WorkerDied, Workers, spare_cores
 
 log = logging.getLogger("feedwatch.poll")
@@ -102,14 +102,14 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
     try:
         async with source_lock(ctx, source.name):
             now = ctx.now()
-            meta = ctx.store.source_meta(source.name)
+            start = ctx.store.poll_start(source.name, source.url)
             async with asyncio.timeout(source.poll_timeout):
-                fetched = await _fetch_index(ctx, source, logs, now, meta, full=full)
+                fetched = await _fetch_index(ctx, source, logs, now, start, full=full)
             entries = _build_entries(ctx, source, fetched, now)
             fixes: list[Entry] = []
             if source.detail or source.content == "full":
                 entries, fixes = await _add_details(ctx, source, entries, logs, now)
-            result = _commit(ctx, source, fetched, entries, fixes, logs, now, meta)
+            result = _commit(ctx, source, fetched, entries, fixes, logs, now, start)
     except (FetchError, PollError, TimeoutError, OSError) as err:
         cause = _cause(err, source)
         result = _fail(ctx, source, cause, logs, now, getattr(err, "retry_after", None))
@@ -167,19 +167,19 @@ async def _fetch_index(
     source: Source,
     logs: list[FetchLog],
     now: datetime,
-    meta: dict[str, Any],
+    start: PollStart,
     *,
     full: bool,
 ) -> list[_Fetched]:
     """Fetch page 1 and follow next pages; a later page that fails only ends the walk."""
-    page_links: dict[str, list[str]] = meta.get("page_links", {})
-    page_next: dict[str, str | None] = meta.get("page_next", {})
+    page_links: dict[str, list[str]] = start.meta.get("page_links", {})
+    page_next: dict[str, str | None] = start.meta.get("page_next", {})
     fetched: list[_Fetched] = []
     visited: set[str] = set()
     url: str | None = source.url
     while url and url not in visited and len(fetched) < source.max_pages:
         visited.add(url)
-        previous = ctx.store.page_state(source.name, url)
+        previous = ctx.store.page_state(source.name, url) if fetched else start.first_page
         try:
             page = await _get(ctx, source, url, logs, None if full else previous)
         except FetchError:
@@ -421,24 +421,39 @@ def _commit(
     fixes: Sequence[Entry],
     logs: Sequence[FetchLog],
     now: datetime,
-    meta: dict[str, Any],
+    start: PollStart,
 ) -> PollResult:
     """Write everything one poll learnt in one transaction, feeds included.
 
-    `meta` is the source's meta as the poll read it under its source lock: still
-    current when nothing was parsed, since only a parse rewrites what feeds use.
+    `start` is what the poll read under its source lock: its meta is still current
+    when nothing was parsed, since only a parse rewrites what feeds use.
     """
     store = ctx.store
     name = source.name
     first_page = fetched[0]
     page1_links = first_page.links
     # An unchanged page 1 ends the walk, so nothing was parsed and nothing can differ:
-    # such a poll (the common one) reads no entries and writes only its bookkeeping,
-    # which can share a commit with other such polls' unless it ends a failing streak.
+    # such a poll (the common one) reads no entries and, unless it ends a failing streak,
+    # changes a validator or finds a feed to render again, only has bookkeeping to write.
     parsed = first_page.extraction is not None
-    failure = store.failure(name)
-    quiet = not parsed and failure is None and not fixes
-    with store.grouped() if quiet else store.transaction():
+    failure = start.failure
+    meta = start.meta
+    if (
+        not parsed
+        and failure is None
+        and not fixes
+        and first_page.page.validators == first_page.previous
+        and _feeds_current(ctx, source, meta)
+    ):
+        store.note_unchanged(name, now, logs, page1_links)
+        return PollResult(
+            source=name,
+            ok=True,
+            seen=len(page1_links),
+            pages=1,
+            not_modified=int(first_page.page.not_modified),
+        )
+    with store.transaction():
         if parsed:
             backfill = store.count_entries(name) == 0
             previous_first = store.first_page(name)
@@ -613,17 +628,25 @@ def _render_key(config: Config, source: Source, title: str) -> str:
     )
 
 
+def _feeds_current(ctx: Context, source: Source, meta: dict[str, Any]) -> bool:
+    """Whether the feed files on disk are what the store would render now, entries aside."""
+    key = _render_key(ctx.config, source, source.title or meta.get("page_title") or source.name)
+    if meta.get("render_key") != key:
+        return False
+    stem = f"{ctx.config.output_dir}{os.sep}{source.name}."
+    return all(_intact(stem + ext) for ext in feeds.EXTENSIONS)
+
+
 def _write_feeds(
     ctx: Context, source: Source, *, changed: bool, meta: dict[str, Any] | None = None
 ) -> None:
     store = ctx.store
     if meta is None:
         meta = store.source_meta(source.name)
+    if not changed and _feeds_current(ctx, source, meta):
+        return
     key = _render_key(ctx.config, source, source.title or meta.get("page_title") or source.name)
     out = ctx.config.output_dir
-    paths = [out / f"{source.name}.{ext}" for ext in ("rss", "atom", "json")]
-    if not changed and meta.get("render_key") == key and all(map(_intact, paths)):
-        return
     entries = store.feed_entries(source.name, source.max_entries)
     if source.math == "mathml":
         entries = [
@@ -639,10 +662,10 @@ def _write_feeds(
     store.save_source_meta(source.name, {"render_key": key})
 
 
-def _intact(path: Path) -> bool:
+def _intact(path: str) -> bool:
     """A feed deleted or emptied behind our back (or by a power cut) is rendered again."""
     try:
-        return path.stat().st_size > 0
+        return os.stat(path).st_size > 0
     except OSError:
         return False
 

@@ -5,10 +5,11 @@ connection runs in WAL mode with a 30 s busy timeout, and every write happens
 inside ``BEGIN IMMEDIATE``: a second writer waits for the first instead of
 failing half-way with "database is locked". A poll's writes go into one
 `transaction()`, so a crash leaves the store as it was before that poll. A poll
-that changed nothing (a 304, an unchanged page) only has bookkeeping to write;
-those go into a `grouped()` transaction shared with other such polls and
-committed within GROUP_MAX_AGE_S, since one COMMIT per poll was most of the cost
-of a poll answered by a 304.
+that changed nothing (a 304, an unchanged page) only has bookkeeping to write:
+`note_unchanged` holds it in memory, with other such polls', and `flush()` writes
+the lot within GROUP_MAX_AGE_S as a few executemany statements in one
+transaction, since a COMMIT, and then the statements, of each such poll were
+most of the cost of a refresh answered by 304s.
 
 Times are stored as fixed-width UTC ISO 8601 text, which sorts as text;
 `published` also keeps the page's own offset for display.
@@ -29,9 +30,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import sqlite_utils
 from sqlite_utils.db import DescIndex
@@ -45,7 +47,7 @@ BUSY_TIMEOUT_S = 30.0
 FETCH_LOG_KEEP = 1000
 """Fetch-log rows kept per source: enough to debug weeks of polls, never unbounded."""
 GROUP_MAX_AGE_S = 0.5
-"""How long `grouped()` writes may wait for their COMMIT, holding the write lock."""
+"""How long held bookkeeping (`note_unchanged`, `set_next_poll`) may wait to be written."""
 GROUP_MAX_POLLS = 500
 
 _ENTRY_COLUMNS = (
@@ -96,10 +98,53 @@ _FETCH_LOG_INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _STATUS_COLUMNS = "last_poll, ok, error, consecutive_failures, last_new, next_poll, meta"
+_POLL_UPSERT = (
+    "INSERT INTO sources (name, last_poll, ok, error, consecutive_failures,"
+    " last_new, last_updated, next_poll) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(name) DO UPDATE SET last_poll = excluded.last_poll,"
+    " ok = excluded.ok, error = excluded.error,"
+    " consecutive_failures = CASE WHEN excluded.ok THEN 0"
+    " ELSE sources.consecutive_failures + 1 END,"
+    " last_new = coalesce(excluded.last_new, sources.last_new),"
+    " last_updated = coalesce(excluded.last_updated, sources.last_updated),"
+    " next_poll = coalesce(excluded.next_poll, sources.next_poll)"
+)
+_NEXT_POLL_UPSERT = (
+    "INSERT INTO sources (name, next_poll) VALUES (?, ?)"
+    " ON CONFLICT(name) DO UPDATE SET next_poll = excluded.next_poll"
+)
+_TOUCH = (
+    "UPDATE entry_seen SET last_seen = ? WHERE source = ?"
+    " AND link IN (SELECT value FROM json_each(?))"
+)
+_FETCH_LOG_PRUNE = (
+    "DELETE FROM fetch_log WHERE source = ? AND id <= (SELECT id FROM fetch_log"
+    " WHERE source = ? ORDER BY id DESC LIMIT 1 OFFSET ?)"
+)
 
 
 class StoreError(Exception):
     """The store cannot be opened, read or written (locked too long, disk full, corrupt…)."""
+
+
+class PollStart(NamedTuple):
+    """What a poll reads before its first request, in one query: its source's meta, the
+    validators of its first page, and the error and count of a failing streak (or None)."""
+
+    meta: dict[str, Any]
+    first_page: Validators | None
+    failure: tuple[str | None, int] | None
+
+
+@dataclass
+class _Held:
+    """Bookkeeping rows waiting for `flush()`, in the order they were noted."""
+
+    since: float
+    polls: list[tuple[Any, ...]] = field(default_factory=list)
+    fetches: list[tuple[Any, ...]] = field(default_factory=list)
+    seen: list[tuple[str, str, str]] = field(default_factory=list)
+    next_polls: dict[str, str | None] = field(default_factory=dict)
 
 
 @overload
@@ -228,9 +273,7 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.RLock()
-        self._group_started: float | None = None
-        self._group_polls = 0
-        self._in_group_call = False
+        self._held: _Held | None = None
         target = str(path)
         try:
             if target != ":memory:":
@@ -411,7 +454,7 @@ class Store:
         self._conn.execute("ALTER TABLE entries DROP COLUMN last_seen")
 
     def close(self) -> None:
-        """Commit what `grouped()` still holds, then close; the connection closes either way."""
+        """Write the held bookkeeping, then close; the connection closes either way."""
         with self._lock:
             try:
                 self.flush()
@@ -437,11 +480,12 @@ class Store:
 
         IMMEDIATE takes the write lock up front, so waiting for another writer
         goes through the busy timeout; a deferred transaction that upgrades
-        from read to write could fail at once instead. An open group is
-        committed first, so writes reach the file in the order they were made.
+        from read to write could fail at once instead. Held bookkeeping is
+        written first, so writes reach the file in the order they were made.
         """
         with self._lock:
-            self._refuse_nesting()
+            if self._conn.in_transaction:
+                raise StoreError("transaction already open (nesting is not supported)")
             self.flush()
             with self._errors():
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -451,101 +495,97 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
                 raise
-            self._commit()
-
-    @contextlib.contextmanager
-    def grouped(self) -> Iterator[None]:
-        """Writes whose COMMIT may wait: the bookkeeping of a poll that changed nothing.
-
-        They join one transaction shared with other such calls, committed by the
-        next `transaction()`, by `flush()`, or here once the group is GROUP_MAX_AGE_S
-        old or GROUP_MAX_POLLS long; the owner of the store calls `flush()` on a
-        timer, since the open group holds the write lock other processes wait for.
-        A crash loses at most these writes (the last polls' times and fetch log),
-        which the next poll writes again. Each call is a savepoint: an exception
-        undoes that call's writes only.
-        """
-        with self._lock:
-            self._refuse_nesting()
-            if not self._group_open():
-                with self._errors():
-                    self._conn.execute("BEGIN IMMEDIATE")
-                self._group_started = time.monotonic()
-                self._group_polls = 0
-            self._in_group_call = True
             try:
-                with self._savepoint():
-                    yield
-            finally:
-                self._in_group_call = False
-            self._group_polls += 1
-            if self._group_polls >= GROUP_MAX_POLLS:
-                self.flush()
-            else:
-                self.flush(older_than=GROUP_MAX_AGE_S)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    def note_unchanged(
+        self, source: str, at: datetime, logs: Sequence[FetchLog], seen: Sequence[str]
+    ) -> None:
+        """Hold the bookkeeping of a poll that changed nothing: its time, its requests,
+        and the links it saw again.
+
+        The next `flush()` writes it: once the held rows are GROUP_MAX_AGE_S old or
+        GROUP_MAX_POLLS long, before any other write, before a status is read, and on
+        the owner's timer. A crash loses at most these rows, which the next poll writes
+        again; no entry, event or feed depends on them.
+        """
+        when = _utc(at)
+        with self._lock:
+            held = self._holding()
+            held.polls.append((source, when, 1, None, 0, None, None, None))
+            held.fetches.extend(
+                (source, when, _safe(f.url), f.status, f.size, f.elapsed, _safe(f.error))
+                for f in logs
+            )
+            if seen:
+                held.seen.append((when, source, _json([_safe(link) for link in seen])))
+            self._flush_if_due()
+
+    def set_next_poll(self, source: str, at: datetime | None) -> None:
+        """Held like `note_unchanged`: the daemon sets it after every poll, and only a
+        status shows it, which writes it first."""
+        with self._lock:
+            self._holding().next_polls[source] = _utc_or_none(at)
+            self._flush_if_due()
+
+    def _holding(self) -> _Held:
+        if self._held is None:
+            self._held = _Held(since=time.monotonic())
+        return self._held
+
+    def _flush_if_due(self) -> None:
+        held = self._held
+        if held is not None and len(held.polls) + len(held.next_polls) >= GROUP_MAX_POLLS:
+            self.flush()
+        else:
+            self.flush(older_than=GROUP_MAX_AGE_S)
 
     def flush(self, *, older_than: float = 0.0) -> None:
-        """Commit the open group, if it is at least `older_than` seconds old."""
+        """Write the held bookkeeping, if it is at least `older_than` seconds old.
+
+        Rows that cannot be written (a full disk, a lock held too long) are dropped with
+        a warning and a StoreError: keeping them would only grow the pile.
+        """
         with self._lock:
-            started = self._group_started
-            if started is None or self._in_group_call or not self._group_open():
+            held = self._held
+            if held is None or time.monotonic() - held.since < older_than:
                 return
-            if time.monotonic() - started < older_than:
-                return
-            self._group_started = None
-            self._commit()
+            self._held = None
+            try:
+                if self._conn.in_transaction:
+                    with self._errors():
+                        self._write_held(held)
+                else:
+                    with self.transaction(), self._errors():
+                        self._write_held(held)
+            except StoreError as exc:
+                log.warning(
+                    "the bookkeeping of %d polls was lost: %s",
+                    len(held.polls) + len(held.next_polls),
+                    exc,
+                )
+                raise
 
-    def _group_open(self) -> bool:
-        """Whether a group is open; SQLite itself ends one on an interrupt, a full disk or
-        an I/O error (savepoints and all), which loses its polls' bookkeeping."""
-        if self._group_started is None:
-            return False
-        if self._conn.in_transaction:
-            return True
-        log.warning("the bookkeeping of %d polls was lost with a failed write", self._group_polls)
-        self._group_started = None
-        return False
-
-    def _refuse_nesting(self) -> None:
-        if self._in_group_call or (self._conn.in_transaction and not self._group_open()):
-            raise StoreError("transaction already open (nesting is not supported)")
-
-    @contextlib.contextmanager
-    def _savepoint(self) -> Iterator[None]:
-        with self._errors():
-            self._conn.execute("SAVEPOINT part")
-        try:
-            yield
-        except BaseException:
-            if self._conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK TO part")
-                    self._conn.execute("RELEASE part")
-            raise
-        with self._errors():
-            self._conn.execute("RELEASE part")
-
-    def _commit(self) -> None:
-        try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
-            raise StoreError(f"commit failed: {exc}") from exc
+    def _write_held(self, held: _Held) -> None:
+        conn = self._conn
+        conn.executemany(_POLL_UPSERT, held.polls)
+        conn.executemany(_NEXT_POLL_UPSERT, held.next_polls.items())
+        conn.executemany(_TOUCH, held.seen)
+        if held.fetches:
+            conn.executemany(_FETCH_LOG_INSERT, held.fetches)
+            sources = dict.fromkeys(row[0] for row in held.fetches)
+            conn.executemany(_FETCH_LOG_PRUNE, [(s, s, FETCH_LOG_KEEP) for s in sources])
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """Join the caller's transaction, or make the write its own.
-
-        A write made while a group is open, outside a `grouped()` call, joins the
-        group as a savepoint of its own, so a failure halfway leaves none of it.
-        """
+        """Join the caller's transaction, or make the write its own."""
         with self._lock:
-            if self._in_group_call or (self._conn.in_transaction and not self._group_open()):
+            if self._conn.in_transaction:
                 with self._errors():
-                    yield
-            elif self._group_open():
-                with self._savepoint(), self._errors():
                     yield
             else:
                 with self.transaction(), self._errors():
@@ -681,11 +721,7 @@ class Store:
         if not links:
             return
         with self._write():
-            self._conn.execute(
-                "UPDATE entry_seen SET last_seen = ? WHERE source = ?"
-                " AND link IN (SELECT value FROM json_each(?))",
-                (_utc(at), source, _json(list(links))),
-            )
+            self._conn.execute(_TOUCH, (_utc(at), source, _json(list(links))))
 
     def delete_entries(self, source: str, links: Sequence[str]) -> None:
         """Forget entries and their revisions (history events stay)."""
@@ -748,15 +784,12 @@ class Store:
         ]
         with self._write():
             self._conn.executemany(_FETCH_LOG_INSERT, rows)
-            self._conn.execute(
-                "DELETE FROM fetch_log WHERE source = ? AND id <= (SELECT id FROM fetch_log"
-                " WHERE source = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                (source, source, FETCH_LOG_KEEP),
-            )
+            self._conn.execute(_FETCH_LOG_PRUNE, (source, source, FETCH_LOG_KEEP))
 
     def fetches(self, source: str, limit: int = 50) -> list[tuple[datetime, FetchLog]]:
         """The source's most recent requests, newest first, with the time of their poll."""
         with self._read():
+            self.flush()
             rows = self._conn.execute(
                 "SELECT at, url, status, size, elapsed, error FROM fetch_log"
                 " WHERE source = ? ORDER BY id DESC LIMIT ?",
@@ -778,15 +811,7 @@ class Store:
         """Remember a poll's outcome; `next_poll=None` leaves the scheduled time as it was."""
         with self._write():
             self._conn.execute(
-                "INSERT INTO sources (name, last_poll, ok, error, consecutive_failures,"
-                " last_new, last_updated, next_poll) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET last_poll = excluded.last_poll,"
-                " ok = excluded.ok, error = excluded.error,"
-                " consecutive_failures = CASE WHEN excluded.ok THEN 0"
-                " ELSE sources.consecutive_failures + 1 END,"
-                " last_new = coalesce(excluded.last_new, sources.last_new),"
-                " last_updated = coalesce(excluded.last_updated, sources.last_updated),"
-                " next_poll = coalesce(excluded.next_poll, sources.next_poll)",
+                _POLL_UPSERT,
                 (
                     source,
                     _utc(at),
@@ -799,17 +824,10 @@ class Store:
                 ),
             )
 
-    def set_next_poll(self, source: str, at: datetime | None) -> None:
-        with self._write():
-            self._conn.execute(
-                "INSERT INTO sources (name, next_poll) VALUES (?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET next_poll = excluded.next_poll",
-                (source, _utc_or_none(at)),
-            )
-
     def status(self, source: str) -> SourceStatus | None:
         """None for a source the store has never heard of; title comes from source_meta."""
         with self._read():
+            self.flush()
             row = self._conn.execute(
                 f"SELECT {_STATUS_COLUMNS} FROM sources WHERE name = ?", (source,)
             ).fetchone()
@@ -820,21 +838,34 @@ class Store:
             return None
         return _status(source, row, count)
 
-    def failure(self, source: str) -> tuple[str | None, int] | None:
-        """The error and failure count if the source's last poll failed, else None.
+    def poll_start(self, source: str, url: str) -> PollStart:
+        """A poll's first reads in one query (see PollStart).
 
-        One indexed row, for the poll's own commit: `status()` also counts entries.
+        Held bookkeeping is not written first: only polls of the same source, which
+        hold its lock, change what this returns, and the bookkeeping held for one
+        never does (a poll that ends a failing streak or changes a validator commits
+        at once).
         """
         with self._read():
             row = self._conn.execute(
-                "SELECT error, consecutive_failures FROM sources WHERE name = ? AND ok = 0",
-                (source,),
+                "SELECT s.meta, s.ok, s.error, s.consecutive_failures,"
+                " p.etag, p.last_modified, p.body_hash, p.url IS NOT NULL"
+                " FROM (SELECT ? AS name, ? AS url) AS q"
+                " LEFT JOIN sources AS s ON s.name = q.name"
+                " LEFT JOIN pages AS p ON p.source = q.name AND p.url = q.url",
+                (source, _safe(url)),
             ).fetchone()
-        return None if row is None else (row[0], row[1] or 0)
+        meta, ok, error, failures, etag, last_modified, body_hash, known = row
+        return PollStart(
+            meta=json.loads(meta) if meta else {},
+            first_page=Validators(etag, last_modified, body_hash) if known else None,
+            failure=(error, failures or 0) if ok == 0 else None,
+        )
 
     def statuses(self) -> list[SourceStatus]:
         """Every source with a status row or stored entries, by name."""
         with self._read():
+            self.flush()
             rows = self._conn.execute(
                 "WITH names(name) AS (SELECT name FROM sources"
                 " UNION SELECT DISTINCT source FROM entries)"

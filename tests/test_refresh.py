@@ -344,7 +344,7 @@ def test_an_unusable_lock_directory_fails_the_sources_without_a_traceback(kexue:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-# --- grouped bookkeeping of unchanged polls ---------------------------------------
+# --- held bookkeeping of unchanged polls ------------------------------------------
 
 LATER = FETCHED_AT + timedelta(hours=1)
 
@@ -374,7 +374,7 @@ def committed_polls(config_path: Path) -> dict[str, datetime]:
 
 @pytest.fixture
 def no_timed_commits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither a group's age nor the flush timer commits during a test's refresh."""
+    """Neither the age of held bookkeeping nor the flush timer writes it during a refresh."""
     monkeypatch.setattr(store_module, "GROUP_MAX_AGE_S", 3600.0)
     monkeypatch.setattr(poll_module, "GROUP_MAX_AGE_S", 3600.0)
 
@@ -446,11 +446,10 @@ def test_a_304_poll_ending_a_failing_streak_is_committed_before_its_recovery_is_
     ]
 
 
-def test_the_flush_timer_commits_a_group_that_no_later_poll_would(
+def test_the_flush_timer_writes_held_bookkeeping_that_no_later_poll_would(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between polls (a daemon's quiet minute) only the timer commits the open group,
-    whose write lock another process may be waiting for."""
+    """Between polls (a daemon's quiet minute) only the timer writes what is held."""
     monkeypatch.setattr(poll_module, "GROUP_MAX_AGE_S", 0.05)
     path = tmp_path / "state.db"
 
@@ -463,8 +462,7 @@ def test_the_flush_timer_commits_a_group_that_no_later_poll_would(
 
     async def quiet_poll_then_wait() -> tuple[list[str], list[str]]:
         with Store(path) as store:
-            with store.grouped():
-                store.record_poll("kexue", LATER, ok=True, error=None, new=0, updated=0)
+            store.note_unchanged("kexue", LATER, [], [])
             before = committed()
             timer = asyncio.create_task(poll_module.flush_periodically(store))
             await asyncio.sleep(0.3)

@@ -8,7 +8,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +17,7 @@ import pytest
 
 from feedwatch import store as store_module
 from feedwatch.models import Entry, Event, FetchLog, Validators
-from feedwatch.store import Store, StoreError
+from feedwatch.store import PollStart, Store, StoreError
 
 SHANGHAI = timezone(timedelta(hours=8))
 T0 = datetime(2024, 5, 10, 4, 0, tzinfo=UTC)
@@ -542,7 +542,7 @@ def test_threads_sharing_one_store_do_not_mix_transactions(store: Store) -> None
     assert set(store.entries("alpha")) == set(store.entries("beta")) == committed
 
 
-# --- grouped writes -------------------------------------------------------------
+# --- held bookkeeping of unchanged polls ---------------------------------------------
 
 
 def committed_polls(path: Path) -> dict[str, datetime]:
@@ -555,11 +555,9 @@ def committed_polls(path: Path) -> dict[str, datetime]:
     return {name: datetime.fromisoformat(last_poll) for name, last_poll in rows}
 
 
-def grouped_poll(store: Store, source: str, at: datetime = T0) -> None:
-    """The bookkeeping of a poll answered by a 304, written the way poll writes it."""
-    with store.grouped():
-        store.log_fetches(source, at, [FetchLog(f"https://{source}.test/", 304, 0, 0.01)])
-        store.record_poll(source, at, ok=True, error=None, new=0, updated=0)
+def quiet_poll(store: Store, source: str, at: datetime = T0, seen: Sequence[str] = ()) -> None:
+    """The bookkeeping of a poll answered by a 304, noted the way poll notes it."""
+    store.note_unchanged(source, at, [FetchLog(f"https://{source}.test/", 304, 0, 0.01)], seen)
 
 
 class Clock:
@@ -582,71 +580,93 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return moved_by_hand
 
 
-def test_grouped_writes_are_seen_at_once_here_but_elsewhere_only_after_flush(
+def test_an_unchanged_poll_is_held_until_flush_and_then_fully_written(
     store: Store, tmp_path: Path
 ) -> None:
-    grouped_poll(store, "alpha")
-    status = store.status("alpha")
-    assert status is not None and status.last_poll == T0
-    assert [log.url for _, log in store.fetches("alpha")] == ["https://alpha.test/"]
+    store.add_entries([make_entry("https://a.test/1"), make_entry("https://a.test/2")])
+    later = T0 + timedelta(hours=1)
+    quiet_poll(store, "kexue", later, seen=["https://a.test/1"])
     assert committed_polls(tmp_path / "state.db") == {}
     store.flush()
+    assert committed_polls(tmp_path / "state.db") == {"kexue": later}
+    status = store.status("kexue")
+    assert status is not None and (status.ok, status.consecutive_failures) == (True, 0)
+    assert [(at, log.url, log.status) for at, log in store.fetches("kexue")] == [
+        (later, "https://kexue.test/", 304)
+    ]
+    seen = {link: e.last_seen for link, e in store.entries("kexue").items()}
+    assert seen == {"https://a.test/1": later, "https://a.test/2": T0}
+
+
+def test_reading_a_status_writes_the_held_bookkeeping_first(store: Store, tmp_path: Path) -> None:
+    quiet_poll(store, "alpha")
+    status = store.status("alpha")
+    assert status is not None and status.last_poll == T0
     assert committed_polls(tmp_path / "state.db") == {"alpha": T0}
 
 
-def test_a_transaction_commits_the_open_group_first(store: Store, tmp_path: Path) -> None:
-    grouped_poll(store, "alpha")
+def test_the_fetch_log_and_the_status_list_write_the_held_bookkeeping_first(
+    store: Store, tmp_path: Path
+) -> None:
+    quiet_poll(store, "alpha")
+    assert [log.url for _, log in store.fetches("alpha")] == ["https://alpha.test/"]
+    quiet_poll(store, "beta")
+    assert [s.source for s in store.statuses()] == ["alpha", "beta"]
+
+
+def test_a_transaction_writes_the_held_bookkeeping_first(store: Store, tmp_path: Path) -> None:
+    quiet_poll(store, "alpha")
     statements: list[str] = []
     store._conn.set_trace_callback(statements.append)
     with store.transaction():
         store.record_poll("beta", T0 + timedelta(hours=1), ok=True, error=None, new=1, updated=0)
     store._conn.set_trace_callback(None)
-    assert statements[:2] == ["COMMIT", "BEGIN IMMEDIATE"]
+    assert statements[0] == "BEGIN IMMEDIATE"
+    assert statements.count("BEGIN IMMEDIATE") == statements.count("COMMIT") == 2
+    assert statements.index("COMMIT") < statements.index("BEGIN IMMEDIATE", 1)
     assert committed_polls(tmp_path / "state.db") == {
         "alpha": T0,
         "beta": T0 + timedelta(hours=1),
     }
 
 
-def test_an_exception_in_a_grouped_call_undoes_that_calls_writes_only(
-    store: Store, tmp_path: Path
-) -> None:
-    grouped_poll(store, "alpha")
-    with pytest.raises(RuntimeError, match="boom"), store.grouped():
-        store.record_poll("beta", T0, ok=True, error=None, new=0, updated=0)
-        store.add_event(Event("beta", T0, "recovered"))
-        raise RuntimeError("boom")
-    assert store.status("beta") is None
-    assert store.events("beta") == []
-    grouped_poll(store, "gamma")
-    store.flush()
-    assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "gamma": T0}
-
-
-def test_a_plain_write_while_a_group_is_open_joins_the_group(store: Store, tmp_path: Path) -> None:
-    grouped_poll(store, "alpha")
+def test_a_plain_write_writes_the_held_bookkeeping_first(store: Store, tmp_path: Path) -> None:
+    quiet_poll(store, "alpha")
     store.record_poll("beta", T0, ok=False, error="HTTP 500", new=0, updated=0)
-    assert committed_polls(tmp_path / "state.db") == {}
-    store.flush()
     assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "beta": T0}
 
 
-def test_a_group_commits_itself_once_it_is_max_age_old(
+def test_a_later_failure_is_not_overwritten_by_the_held_success_before_it(store: Store) -> None:
+    quiet_poll(store, "alpha", T0)
+    later = T0 + timedelta(hours=1)
+    store.record_poll("alpha", later, ok=False, error="HTTP 500", new=0, updated=0)
+    status = store.status("alpha")
+    assert status is not None and (status.ok, status.error) == (False, "HTTP 500")
+
+
+def test_next_poll_is_held_and_shown_by_status(store: Store, tmp_path: Path) -> None:
+    store.set_next_poll("alpha", T0 + timedelta(hours=2))
+    assert committed_polls(tmp_path / "state.db") == {}
+    status = store.status("alpha")
+    assert status is not None and status.next_poll == T0 + timedelta(hours=2)
+
+
+def test_held_bookkeeping_writes_itself_once_it_is_max_age_old(
     store: Store, tmp_path: Path, clock: Clock
 ) -> None:
-    grouped_poll(store, "alpha")
+    quiet_poll(store, "alpha")
     clock.now += store_module.GROUP_MAX_AGE_S / 2
-    grouped_poll(store, "beta")
+    quiet_poll(store, "beta")
     assert committed_polls(tmp_path / "state.db") == {}
     clock.now += store_module.GROUP_MAX_AGE_S / 2
-    grouped_poll(store, "gamma")
+    quiet_poll(store, "gamma")
     assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "beta": T0, "gamma": T0}
 
 
-def test_flush_older_than_leaves_a_younger_group_open(
+def test_flush_older_than_keeps_younger_bookkeeping_held(
     store: Store, tmp_path: Path, clock: Clock
 ) -> None:
-    grouped_poll(store, "alpha")
+    quiet_poll(store, "alpha")
     clock.now += 0.25
     store.flush(older_than=0.5)
     assert committed_polls(tmp_path / "state.db") == {}
@@ -655,22 +675,32 @@ def test_flush_older_than_leaves_a_younger_group_open(
     assert committed_polls(tmp_path / "state.db") == {"alpha": T0}
 
 
-def test_a_group_commits_itself_after_max_polls_calls(
+def test_held_bookkeeping_writes_itself_after_max_polls(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "GROUP_MAX_POLLS", 3)
-    grouped_poll(store, "alpha")
-    grouped_poll(store, "beta")
+    quiet_poll(store, "alpha")
+    quiet_poll(store, "beta")
     assert committed_polls(tmp_path / "state.db") == {}
-    grouped_poll(store, "gamma")
+    quiet_poll(store, "gamma")
     assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "beta": T0, "gamma": T0}
-    grouped_poll(store, "delta")
+    quiet_poll(store, "delta")
     assert "delta" not in committed_polls(tmp_path / "state.db")
 
 
-def test_close_commits_an_open_group(tmp_path: Path) -> None:
+def test_held_fetch_log_rows_are_pruned_like_written_ones(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "FETCH_LOG_KEEP", 3)
+    for minute in range(5):
+        quiet_poll(store, "alpha", T0 + timedelta(minutes=minute))
+    store.flush()
+    assert [at.minute for at, _ in store.fetches("alpha")] == [4, 3, 2]
+
+
+def test_close_writes_the_held_bookkeeping(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    grouped_poll(store, "alpha")
+    quiet_poll(store, "alpha")
     store.close()
     with Store(tmp_path / "state.db") as reopened:
         status = reopened.status("alpha")
@@ -678,39 +708,58 @@ def test_close_commits_an_open_group(tmp_path: Path) -> None:
         assert [log.url for _, log in reopened.fetches("alpha")] == ["https://alpha.test/"]
 
 
-def test_grouped_inside_a_transaction_is_refused(store: Store) -> None:
-    with store.transaction(), pytest.raises(StoreError, match="nesting"), store.grouped():
+def test_a_transaction_inside_a_transaction_is_refused(store: Store) -> None:
+    with store.transaction(), pytest.raises(StoreError, match="nesting"), store.transaction():
         pass
 
 
-def test_a_transaction_inside_a_grouped_call_is_refused(store: Store) -> None:
-    with store.grouped(), pytest.raises(StoreError, match="nesting"), store.transaction():
-        pass
-
-
-def test_a_write_error_that_rolls_back_the_whole_group_leaves_the_store_usable(
-    store: Store, tmp_path: Path
+def test_held_bookkeeping_that_cannot_be_written_is_dropped_and_the_store_stays_usable(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An interrupt, a full disk or an I/O error makes SQLite undo the whole transaction,
-    savepoints and all: the group is gone, and the next poll must still commit."""
-    grouped_poll(store, "alpha")
-    with pytest.raises(StoreError, match="interrupted"), store.grouped():
-        store._conn.set_progress_handler(lambda: 1, 1)
-        try:
-            store.record_poll("beta", T0, ok=True, error=None, new=0, updated=0)
-        finally:
-            store._conn.set_progress_handler(None, 1)
+    """An interrupt, a full disk or an I/O error fails the write of the held rows: they
+    are dropped with a warning (the next polls write theirs), and the store goes on."""
+    quiet_poll(store, "alpha")
+    store._conn.set_progress_handler(lambda: 1, 1)
+    try:
+        with pytest.raises(StoreError, match="interrupted"):
+            store.flush()
+    finally:
+        store._conn.set_progress_handler(None, 1)
+    assert "the bookkeeping of 1 polls was lost" in caplog.text
     with store.transaction():
         store.record_poll("gamma", T0, ok=False, error="HTTP 500", new=0, updated=0)
-    assert committed_polls(tmp_path / "state.db").get("gamma") == T0
+    assert committed_polls(tmp_path / "state.db") == {"gamma": T0}
 
 
-def test_a_refused_plain_write_while_a_group_is_open_leaves_nothing(store: Store) -> None:
-    grouped_poll(store, "alpha")
+def test_a_refused_plain_write_leaves_nothing(store: Store) -> None:
     unseen = replace(make_entry("https://a.test/1"), last_seen=datetime(2024, 5, 10))
     with pytest.raises(ValueError, match="naive"):
         store.add_entries([unseen])
     assert store.count_entries("kexue") == 0
+
+
+# --- a poll's first reads -----------------------------------------------------------
+
+
+def test_poll_start_of_a_source_never_polled_is_empty(store: Store) -> None:
+    assert store.poll_start("kexue", "https://a.test/") == PollStart({}, None, None)
+
+
+def test_poll_start_reads_meta_first_page_validators_and_a_failing_streak(store: Store) -> None:
+    store.save_source_meta("kexue", {"page_title": "科学空间"})
+    store.save_page_state("kexue", "https://a.test/", Validators('"v1"', None, "ab12"))
+    store.save_page_state("kexue", "https://a.test/page/2", Validators('"v2"', None, "cd34"))
+    for _ in range(2):
+        store.record_poll("kexue", T0, ok=False, error="HTTP 503", new=0, updated=0)
+    assert store.poll_start("kexue", "https://a.test/") == PollStart(
+        {"page_title": "科学空间"}, Validators('"v1"', None, "ab12"), ("HTTP 503", 2)
+    )
+
+
+def test_poll_start_after_a_success_has_no_failure(store: Store) -> None:
+    store.record_poll("kexue", T0, ok=False, error="HTTP 503", new=0, updated=0)
+    store.record_poll("kexue", T0, ok=True, error=None, new=0, updated=0)
+    assert store.poll_start("kexue", "https://a.test/").failure is None
 
 
 # --- last_seen in entry_seen ------------------------------------------------------
