@@ -11,6 +11,10 @@ Record locks belong to the process, not to a file descriptor: two polls in one
 process never exclude each other through them (hence `held`), and closing any
 descriptor of the file would drop all of them (hence one descriptor per run, kept
 until `close`). Two names whose hashes collide only take turns, harmlessly.
+
+A refresh about to poll many sources `claim`s their locks at once: what it then reads
+of them in one query stays current until each poll, since no other process can poll
+a source whose lock it holds.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import errno
 import fcntl
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +49,7 @@ class SourceLocks:
     path: Path
     fd: int | None = None
     held: set[str] = field(default_factory=set)
+    claimed: set[str] = field(default_factory=set)
 
     def descriptor(self) -> int:
         """The lock file's descriptor, opened (and the file created) on first use.
@@ -55,13 +60,26 @@ class SourceLocks:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         return self.fd
 
+    def claim(self, names: Iterable[str]) -> set[str]:
+        """Take now, without waiting, the locks of those sources no poll holds; `hold`
+        then has each at once, and releases it when that poll ends (`close` releases
+        the claims never used)."""
+        fd = self.descriptor()
+        for name in names:
+            if name not in self.held and name not in self.claimed and _try_lock(fd, offset(name)):
+                self.claimed.add(name)
+        return set(self.claimed)
+
     @asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
         """Wait until no other poll of `name`, in this process or another, runs; then run."""
         fd = self.descriptor()
         start = offset(name)
-        while not (name not in self.held and _try_lock(fd, start)):
-            await asyncio.sleep(RETRY_S)
+        if name in self.claimed:
+            self.claimed.discard(name)
+        else:
+            while not (name not in self.held and _try_lock(fd, start)):
+                await asyncio.sleep(RETRY_S)
         self.held.add(name)
         try:
             yield
@@ -73,6 +91,7 @@ class SourceLocks:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        self.claimed.clear()
 
 
 def _try_lock(fd: int, start: int) -> bool:

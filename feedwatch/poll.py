@@ -16,8 +16,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -77,21 +76,10 @@ class _Fetched:
     page: Page
     previous: Validators | None
     extraction: Extraction | None
-    links: list[str]
+    links: list[str]  # a parsed page's; an unchanged page's are in the meta (_known_links)
     parts: list[DateParts | None] = field(default_factory=list)
     moments: list[datetime | None] = field(default_factory=list)
     prints: list[str] = field(default_factory=list)
-
-
-@asynccontextmanager
-async def source_lock(ctx: Context, name: str) -> AsyncIterator[None]:
-    """The source's lock (feedwatch.locks); a lock file that cannot be opened fails the poll."""
-    try:
-        ctx.locks.descriptor()
-    except OSError as err:
-        raise PollError(f"cannot open lock file {ctx.locks.path}: {err.strerror or err}") from err
-    async with ctx.locks.hold(name):
-        yield
 
 
 async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> PollResult:
@@ -100,7 +88,8 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
     logs: list[FetchLog] = []
     now = ctx.now()
     try:
-        async with source_lock(ctx, source.name):
+        _open_lock_file(ctx)
+        async with ctx.locks.hold(source.name):
             now = ctx.now()
             start = ctx.store.poll_start(source.name, source.url)
             async with asyncio.timeout(source.poll_timeout):
@@ -119,6 +108,15 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
     result = replace(result, elapsed=time.monotonic() - started)
     _log_result(result)
     return result
+
+
+def _open_lock_file(ctx: Context) -> None:
+    """The lock file (feedwatch.locks) is opened once per run; if it cannot be, every poll
+    fails with that cause."""
+    try:
+        ctx.locks.descriptor()
+    except OSError as err:
+        raise PollError(f"cannot open lock file {ctx.locks.path}: {err.strerror or err}") from err
 
 
 def _cause(err: BaseException, source: Source) -> str:
@@ -171,9 +169,10 @@ async def _fetch_index(
     *,
     full: bool,
 ) -> list[_Fetched]:
-    """Fetch page 1 and follow next pages; a later page that fails only ends the walk."""
-    page_links: dict[str, list[str]] = start.meta.get("page_links", {})
-    page_next: dict[str, str | None] = start.meta.get("page_next", {})
+    """Fetch page 1 and follow next pages; a later page that fails only ends the walk.
+
+    The source's meta is only decoded for a page that was not a 304.
+    """
     fetched: list[_Fetched] = []
     visited: set[str] = set()
     url: str | None = source.url
@@ -191,16 +190,18 @@ async def _fetch_index(
             and previous is not None
             and previous.body_hash is not None
             and previous.body_hash == page.validators.body_hash
-            and url in page_links
+            and url in start.meta().get("page_links", {})
         )
         if unchanged:
-            fetched.append(_Fetched(page, previous, None, list(page_links.get(url, []))))
+            fetched.append(_Fetched(page, previous, None, []))
             break
         item = await _read(ctx, source, page, previous, now, first=not fetched)
         fetched.append(item)
         if not full and _all_known(item, ctx.store.entries(source.name, item.links)):
             break
-        url = (item.extraction.next_page if item.extraction else None) or page_next.get(url)
+        url = (item.extraction.next_page if item.extraction else None) or start.meta().get(
+            "page_next", {}
+        ).get(url)
     return fetched
 
 
@@ -437,19 +438,18 @@ def _commit(
     # changes a validator or finds a feed to render again, only has bookkeeping to write.
     parsed = first_page.extraction is not None
     failure = start.failure
-    meta = start.meta
     if (
         not parsed
         and failure is None
         and not fixes
         and first_page.page.validators == first_page.previous
-        and _feeds_current(ctx, source, meta)
+        and _feeds_current(ctx, source, start.render_key, start.page_title)
     ):
-        store.note_unchanged(name, now, logs, page1_links)
+        store.note_unchanged(name, now, logs)
         return PollResult(
             source=name,
             ok=True,
-            seen=len(page1_links),
+            seen=start.first_page_links,
             pages=1,
             not_modified=int(first_page.page.not_modified),
         )
@@ -475,7 +475,7 @@ def _commit(
         unchanged_links = [e.link for e in changes.seen]
         for item in fetched:
             if item.extraction is None:
-                unchanged_links.extend(item.links)
+                unchanged_links.extend(_known_links(start, item))
         store.touch_entries(name, unchanged_links, now)
         if source.drop_removed and changes.removed:
             store.delete_entries(name, [e.link for e in changes.removed])
@@ -499,11 +499,13 @@ def _commit(
             ctx,
             source,
             changed=bool(changes.new or changes.updated or changes.removed or fixes),
-            meta=None if parsed else meta,
+            meta=None if parsed else start.meta(),
         )
     if ctx.on_events is not None:
         ctx.on_events(source, [e for e in events if not (e.kind == "new" and backfill)])
-    seen = len(changes.seen) + sum(len(i.links) for i in fetched if i.extraction is None)
+    seen = len(changes.seen) + sum(
+        len(_known_links(start, i)) for i in fetched if i.extraction is None
+    )
     return PollResult(
         source=name,
         ok=True,
@@ -513,6 +515,11 @@ def _commit(
         pages=len(fetched),
         not_modified=sum(1 for i in fetched if i.page.not_modified),
     )
+
+
+def _known_links(start: PollStart, item: _Fetched) -> list[str]:
+    """The links of an unchanged page, as its last parse found them."""
+    return list(start.meta().get("page_links", {}).get(item.page.url, []))
 
 
 def _page_order(first: _Fetched) -> bool | None:
@@ -590,16 +597,16 @@ def _save_page_meta(store: Store, source: Source, fetched: Sequence[_Fetched]) -
 
 def feed_meta(config: Config, source: Source, store: Store) -> feeds.FeedMeta:
     updated = store.last_change(source.name) or _EPOCH
-    return _feed_meta(config, source, store.source_meta(source.name), updated)
+    return _feed_meta(config, source, store.source_meta(source.name).get("page_title"), updated)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _feed_meta(
-    config: Config, source: Source, meta: dict[str, Any], updated: datetime
+    config: Config, source: Source, page_title: str | None, updated: datetime
 ) -> feeds.FeedMeta:
-    title = source.title or meta.get("page_title") or source.name
+    title = source.title or page_title or source.name
     return feeds.FeedMeta(
         name=source.name,
         title=title,
@@ -628,10 +635,11 @@ def _render_key(config: Config, source: Source, title: str) -> str:
     )
 
 
-def _feeds_current(ctx: Context, source: Source, meta: dict[str, Any]) -> bool:
+def _feeds_current(
+    ctx: Context, source: Source, render_key: str | None, page_title: str | None
+) -> bool:
     """Whether the feed files on disk are what the store would render now, entries aside."""
-    key = _render_key(ctx.config, source, source.title or meta.get("page_title") or source.name)
-    if meta.get("render_key") != key:
+    if render_key != _render_key(ctx.config, source, source.title or page_title or source.name):
         return False
     stem = f"{ctx.config.output_dir}{os.sep}{source.name}."
     return all(_intact(stem + ext) for ext in feeds.EXTENSIONS)
@@ -643,7 +651,7 @@ def _write_feeds(
     store = ctx.store
     if meta is None:
         meta = store.source_meta(source.name)
-    if not changed and _feeds_current(ctx, source, meta):
+    if not changed and _feeds_current(ctx, source, meta.get("render_key"), meta.get("page_title")):
         return
     key = _render_key(ctx.config, source, source.title or meta.get("page_title") or source.name)
     out = ctx.config.output_dir
@@ -739,6 +747,7 @@ async def refresh(
             if now is not None:
                 ctx.now = now
             gate = asyncio.Semaphore(config.concurrency)
+            _claim(ctx, sources)
 
             async def bounded(source: Source) -> PollResult:
                 async with gate:
@@ -760,6 +769,18 @@ async def refresh(
             store.close()
 
 
+def _claim(ctx: Context, sources: Sequence[Source]) -> None:
+    """Lock the sources to poll and read their first reads in one query (feedwatch.locks).
+
+    A lock file that cannot be opened claims nothing: each poll then fails with the cause.
+    """
+    try:
+        claimed = ctx.locks.claim(s.name for s in sources)
+    except OSError:
+        return
+    ctx.store.expect_polls([(s.name, s.url) for s in sources if s.name in claimed])
+
+
 async def flush_periodically(store: Store) -> None:
     """Commit grouped bookkeeping on a timer: between polls nothing else would, and the
     open group holds the write lock that another process's poll may be waiting for."""
@@ -774,14 +795,19 @@ async def flush_periodically(store: Store) -> None:
 def write_opml(config: Config, store: Store) -> None:
     """The OPML index lists every configured source whose feed exists.
 
-    OPML has no dates, so no source's last change is looked up, and every source's
-    meta comes from one query: this runs after every refresh, for all sources.
+    OPML has no dates, so no source's last change is looked up; every page title
+    comes from one query and every feed file from one directory listing: this runs
+    after every refresh, for all sources.
     """
-    stored = store.source_metas()
+    titles = store.page_titles()
+    try:
+        present = set(os.listdir(config.output_dir))
+    except OSError:
+        present = set()
     metas = [
-        _feed_meta(config, s, stored.get(s.name, {}), _EPOCH)
+        _feed_meta(config, s, titles.get(s.name), _EPOCH)
         for s in config.sources
-        if (config.output_dir / f"{s.name}.atom").exists()
+        if f"{s.name}.atom" in present
     ]
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from feedwatch.models import Entry, Event, FetchLog, SourceStatus, Validators
 
 log = logging.getLogger("feedwatch.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0
 FETCH_LOG_KEEP = 1000
 """Fetch-log rows kept per source: enough to debug weeks of polls, never unbounded."""
@@ -66,13 +66,21 @@ _ENTRY_COLUMNS = (
     "fingerprint",
     "content_html",
 )
-# last_seen lives in the narrow entry_seen table: a poll that sees its entries again
-# rewrites a few bytes per entry there, not whole entry rows with their teasers.
+# last_seen lives in the narrow entry_seen table: a poll that parses a page rewrites a
+# few bytes per entry there, not whole entry rows with their teasers. A poll that finds
+# page 1 unchanged writes nothing per entry: it sets its source's first_page_seen, which
+# counts for the links of first_page, and which save_first_page folds into entry_seen
+# before page 1 changes.
+_SEEN = "coalesce(s.last_seen, e.first_seen)"
 _ENTRY_SELECT = (
     "SELECT "
     + ", ".join(f"e.{column}" for column in _ENTRY_COLUMNS)
-    + ", coalesce(s.last_seen, e.first_seen) FROM entries AS e"
+    + f", CASE WHEN src.first_page_seen > {_SEEN} AND EXISTS (SELECT 1 FROM"
+    " json_each(src.first_page) WHERE value = e.link)"
+    f" THEN src.first_page_seen ELSE {_SEEN} END"
+    " FROM entries AS e"
     " LEFT JOIN entry_seen AS s ON s.source = e.source AND s.link = e.link"
+    " LEFT JOIN sources AS src ON src.name = e.source"
 )
 _SEEN_UPSERT = (
     "INSERT INTO entry_seen (source, link, last_seen) VALUES (:source, :link, :last_seen)"
@@ -109,6 +117,12 @@ _POLL_UPSERT = (
     " last_updated = coalesce(excluded.last_updated, sources.last_updated),"
     " next_poll = coalesce(excluded.next_poll, sources.next_poll)"
 )
+_UNCHANGED_POLL_UPSERT = (
+    "INSERT INTO sources (name, last_poll, ok, consecutive_failures, first_page_seen)"
+    " VALUES (?, ?, 1, 0, ?) ON CONFLICT(name) DO UPDATE SET last_poll = excluded.last_poll,"
+    " ok = 1, error = NULL, consecutive_failures = 0,"
+    " first_page_seen = excluded.first_page_seen"
+)
 _NEXT_POLL_UPSERT = (
     "INSERT INTO sources (name, next_poll) VALUES (?, ?)"
     " ON CONFLICT(name) DO UPDATE SET next_poll = excluded.next_poll"
@@ -116,6 +130,17 @@ _NEXT_POLL_UPSERT = (
 _TOUCH = (
     "UPDATE entry_seen SET last_seen = ? WHERE source = ?"
     " AND link IN (SELECT value FROM json_each(?))"
+)
+_META_KEY = "CASE WHEN json_valid(s.meta) THEN json_extract(s.meta, '$.{}') END"
+_POLL_STARTS = (
+    "SELECT q.i, p.etag, p.last_modified, p.body_hash, p.url IS NOT NULL,"
+    " s.ok, s.error, s.consecutive_failures,"
+    " CASE WHEN json_valid(s.first_page) THEN json_array_length(s.first_page) ELSE 0 END,"
+    f" {_META_KEY.format('render_key')}, {_META_KEY.format('page_title')}, s.meta"
+    " FROM (SELECT key AS i, json_extract(value, '$[0]') AS name,"
+    " json_extract(value, '$[1]') AS url FROM json_each(?)) AS q"
+    " LEFT JOIN sources AS s ON s.name = q.name"
+    " LEFT JOIN pages AS p ON p.source = q.name AND p.url = q.url"
 )
 _FETCH_LOG_PRUNE = (
     "DELETE FROM fetch_log WHERE source = ? AND id <= (SELECT id FROM fetch_log"
@@ -128,12 +153,23 @@ class StoreError(Exception):
 
 
 class PollStart(NamedTuple):
-    """What a poll reads before its first request, in one query: its source's meta, the
-    validators of its first page, and the error and count of a failing streak (or None)."""
+    """What a poll reads before its first request: the validators of its first page, the
+    error and count of a failing streak (or None), how many links page 1 had, and its
+    source's meta.
 
-    meta: dict[str, Any]
+    The meta's two keys that a poll answered by a 304 needs come from SQLite's JSON
+    functions; the whole blob is only decoded, by `meta()`, for a poll that goes further.
+    """
+
     first_page: Validators | None
     failure: tuple[str | None, int] | None
+    first_page_links: int = 0
+    render_key: str | None = None
+    page_title: str | None = None
+    meta_json: str | None = None
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads(self.meta_json) if self.meta_json else {}
 
 
 @dataclass
@@ -141,9 +177,8 @@ class _Held:
     """Bookkeeping rows waiting for `flush()`, in the order they were noted."""
 
     since: float
-    polls: list[tuple[Any, ...]] = field(default_factory=list)
+    polls: list[tuple[str, str, str]] = field(default_factory=list)
     fetches: list[tuple[Any, ...]] = field(default_factory=list)
-    seen: list[tuple[str, str, str]] = field(default_factory=list)
     next_polls: dict[str, str | None] = field(default_factory=dict)
 
 
@@ -274,6 +309,7 @@ class Store:
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.RLock()
         self._held: _Held | None = None
+        self._starts: dict[tuple[str, str], PollStart] = {}
         target = str(path)
         try:
             if target != ":memory:":
@@ -417,6 +453,7 @@ class Store:
                 "last_updated": str,
                 "next_poll": str,
                 "first_page": str,
+                "first_page_seen": str,
                 "meta": str,
             },
             pk="name",
@@ -424,6 +461,8 @@ class Store:
             not_null={"consecutive_failures"},
             if_not_exists=True,
         )
+        if "first_page_seen" not in db["sources"].columns_dict:  # version 2 and older
+            self._conn.execute("ALTER TABLE sources ADD COLUMN first_page_seen TEXT")
         db["events"].create(
             {"id": int, "source": str, "at": str, "kind": str, "link": str, "data": str},
             pk="id",
@@ -502,11 +541,9 @@ class Store:
                     self._conn.execute("ROLLBACK")
                 raise StoreError(f"commit failed: {exc}") from exc
 
-    def note_unchanged(
-        self, source: str, at: datetime, logs: Sequence[FetchLog], seen: Sequence[str]
-    ) -> None:
-        """Hold the bookkeeping of a poll that changed nothing: its time, its requests,
-        and the links it saw again.
+    def note_unchanged(self, source: str, at: datetime, logs: Sequence[FetchLog]) -> None:
+        """Hold the bookkeeping of a poll that found page 1 unchanged and changed nothing:
+        its time, which is also when page 1's entries were last seen, and its requests.
 
         The next `flush()` writes it: once the held rows are GROUP_MAX_AGE_S old or
         GROUP_MAX_POLLS long, before any other write, before a status is read, and on
@@ -516,13 +553,11 @@ class Store:
         when = _utc(at)
         with self._lock:
             held = self._holding()
-            held.polls.append((source, when, 1, None, 0, None, None, None))
+            held.polls.append((source, when, when))
             held.fetches.extend(
                 (source, when, _safe(f.url), f.status, f.size, f.elapsed, _safe(f.error))
                 for f in logs
             )
-            if seen:
-                held.seen.append((when, source, _json([_safe(link) for link in seen])))
             self._flush_if_due()
 
     def set_next_poll(self, source: str, at: datetime | None) -> None:
@@ -572,9 +607,8 @@ class Store:
 
     def _write_held(self, held: _Held) -> None:
         conn = self._conn
-        conn.executemany(_POLL_UPSERT, held.polls)
+        conn.executemany(_UNCHANGED_POLL_UPSERT, held.polls)
         conn.executemany(_NEXT_POLL_UPSERT, held.next_polls.items())
-        conn.executemany(_TOUCH, held.seen)
         if held.fetches:
             conn.executemany(_FETCH_LOG_INSERT, held.fetches)
             sources = dict.fromkeys(row[0] for row in held.fetches)
@@ -839,28 +873,50 @@ class Store:
         return _status(source, row, count)
 
     def poll_start(self, source: str, url: str) -> PollStart:
-        """A poll's first reads in one query (see PollStart).
+        """A poll's first reads (see PollStart): from `expect_polls`, else one query.
 
         Held bookkeeping is not written first: only polls of the same source, which
         hold its lock, change what this returns, and the bookkeeping held for one
         never does (a poll that ends a failing streak or changes a validator commits
         at once).
         """
+        with self._lock:
+            start = self._starts.pop((source, url), None)
+            if start is not None:
+                return start
         with self._read():
-            row = self._conn.execute(
-                "SELECT s.meta, s.ok, s.error, s.consecutive_failures,"
-                " p.etag, p.last_modified, p.body_hash, p.url IS NOT NULL"
-                " FROM (SELECT ? AS name, ? AS url) AS q"
-                " LEFT JOIN sources AS s ON s.name = q.name"
-                " LEFT JOIN pages AS p ON p.source = q.name AND p.url = q.url",
-                (source, _safe(url)),
-            ).fetchone()
-        meta, ok, error, failures, etag, last_modified, body_hash, known = row
-        return PollStart(
-            meta=json.loads(meta) if meta else {},
-            first_page=Validators(etag, last_modified, body_hash) if known else None,
-            failure=(error, failures or 0) if ok == 0 else None,
-        )
+            return self._poll_starts([(source, url)])[(source, url)]
+
+    def expect_polls(self, polls: Sequence[tuple[str, str]]) -> None:
+        """Read the first reads of these (source, first URL) polls in one query; each
+        is answered once, to its source's next `poll_start`.
+
+        A refresh polls every source once, and a thousand single-row queries cost more
+        than their polls' requests. The caller must hold these sources' locks until
+        their polls (feedwatch.locks), so that no other process changes what was read;
+        this process changes a source's rows only in that source's own poll.
+        """
+        with self._read():
+            self._starts = self._poll_starts(polls)
+
+    def _poll_starts(self, polls: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PollStart]:
+        rows = self._conn.execute(
+            _POLL_STARTS, (_json([[name, _safe(url)] for name, url in polls]),)
+        ).fetchall()
+        return {
+            polls[i]: PollStart(
+                first_page=Validators(etag, last_modified, body_hash) if known else None,
+                failure=(error, failures or 0) if ok == 0 else None,
+                first_page_links=page1_links,
+                render_key=render_key,
+                page_title=page_title,
+                meta_json=meta,
+            )
+            for (
+                i, etag, last_modified, body_hash, known,
+                ok, error, failures, page1_links, render_key, page_title, meta,
+            ) in rows
+        }  # fmt: skip
 
     def statuses(self) -> list[SourceStatus]:
         """Every source with a status row or stored entries, by name."""
@@ -923,10 +979,20 @@ class Store:
         return json.loads(row[0]) if row and row[0] else []
 
     def save_first_page(self, source: str, links: Sequence[str]) -> None:
+        """Replace the links of page 1; the time its old links were last seen on it
+        (first_page_seen) moves into their entry_seen rows first."""
         with self._write():
             self._conn.execute(
+                "UPDATE entry_seen SET last_seen = src.first_page_seen FROM sources AS src"
+                " WHERE src.name = ? AND entry_seen.source = src.name"
+                " AND src.first_page_seen > entry_seen.last_seen"
+                " AND entry_seen.link IN (SELECT value FROM json_each(src.first_page))",
+                (source,),
+            )
+            self._conn.execute(
                 "INSERT INTO sources (name, first_page) VALUES (?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET first_page = excluded.first_page",
+                " ON CONFLICT(name) DO UPDATE SET first_page = excluded.first_page,"
+                " first_page_seen = NULL",
                 (source, _json(list(links))),
             )
 
@@ -937,13 +1003,13 @@ class Store:
             ).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
-    def source_metas(self) -> dict[str, dict[str, Any]]:
-        """Every source's meta blob by name, in one query (sources without one are left out)."""
+    def page_titles(self) -> dict[str, str]:
+        """Every source's page title by name, in one query (sources without one are left out)."""
         with self._read():
             rows = self._conn.execute(
-                "SELECT name, meta FROM sources WHERE meta IS NOT NULL"
+                f"SELECT s.name, {_META_KEY.format('page_title')} FROM sources AS s"
             ).fetchall()
-        return {name: json.loads(meta) for name, meta in rows if meta}
+        return {name: title for name, title in rows if isinstance(title, str)}
 
     def save_source_meta(self, source: str, meta: Mapping[str, Any]) -> None:
         """Merge the given keys into the source's meta blob (other keys are kept)."""

@@ -138,3 +138,60 @@ def test_one_lock_file_serves_every_source(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db.lock"]
+
+
+def test_claim_takes_the_locks_no_other_process_holds(tmp_path: Path) -> None:
+    path = tmp_path / "state.db.lock"
+    child = holding_child(path, "a", 0.5)
+    locks = SourceLocks(path)
+    try:
+        assert locks.claim(["a", "b", "c"]) == {"b", "c"}
+    finally:
+        locks.close()
+    child.wait(timeout=10)
+
+
+PROBE_IN_CHILD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(sys.argv[2]))
+except OSError:
+    print("busy")
+else:
+    print("free")
+"""
+
+
+def another_process_sees(path: Path, name: str) -> str:
+    """Whether another process could take `name`'s lock right now: "free" or "busy"."""
+    args = [sys.executable, "-c", PROBE_IN_CHILD, str(path), str(offset(name))]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_claimed_lock_keeps_another_process_out_until_its_poll_ends(tmp_path: Path) -> None:
+    path = tmp_path / "state.db.lock"
+
+    async def main() -> list[str]:
+        locks = SourceLocks(path)
+        seen = []
+        try:
+            locks.claim(["a"])
+            seen.append(another_process_sees(path, "a"))
+            async with locks.hold("a"):
+                seen.append(another_process_sees(path, "a"))
+            seen.append(another_process_sees(path, "a"))
+        finally:
+            locks.close()
+        return seen
+
+    assert asyncio.run(main()) == ["busy", "busy", "free"]
+
+
+def test_closing_releases_claims_never_used(tmp_path: Path) -> None:
+    path = tmp_path / "state.db.lock"
+    locks = SourceLocks(path)
+    locks.claim(["a", "b"])
+    assert another_process_sees(path, "b") == "busy"
+    locks.close()
+    assert another_process_sees(path, "b") == "free"

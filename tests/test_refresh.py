@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -397,7 +399,8 @@ def test_a_refresh_answered_by_304s_commits_every_sources_bookkeeping_once(
     assert site.requests_to("/category/Mathematics/")[-1].status == 304
     assert sum(s.startswith("INSERT INTO sources") for s in statements) == 2
     assert statements.count("BEGIN IMMEDIATE") == 1
-    assert statements.count("COMMIT") == 1
+    writes = statements[statements.index("BEGIN IMMEDIATE") :]
+    assert writes.count("COMMIT") == 1
 
 
 @pytest.mark.usefixtures("no_timed_commits")
@@ -446,6 +449,50 @@ def test_a_304_poll_ending_a_failing_streak_is_committed_before_its_recovery_is_
     ]
 
 
+POLL_IN_ANOTHER_PROCESS = """
+import fcntl, os, sqlite3, sys, time
+from feedwatch.locks import offset
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset("math"))
+print("polling", flush=True)
+time.sleep(0.4)
+conn = sqlite3.connect(sys.argv[2], isolation_level=None)
+conn.execute("UPDATE sources SET ok = 0, error = 'HTTP 502', consecutive_failures = 1"
+             " WHERE name = 'math'")
+conn.close()
+"""
+
+
+def test_a_source_polled_by_another_process_at_the_start_is_read_after_that_poll(
+    kexue: Path, site: Site
+) -> None:
+    """A refresh reads what it knows of the sources it could lock at its start in one
+    query; one whose poll another process was running is read once that poll ends, and
+    sees what it stored (here, a failure that this poll's 304 ends)."""
+    state = config_mod.load(kexue).state
+    poll_at(kexue, FETCHED_AT)
+    other = subprocess.Popen(
+        [sys.executable, "-c", POLL_IN_ANOTHER_PROCESS, f"{state}.lock", str(state)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdout is not None and other.stdout.readline().strip() == "polling"
+    events: dict[str, list[str]] = {}
+    with Store(state) as store:
+        refresh_into(
+            store,
+            kexue,
+            LATER,
+            on_events=lambda source, found: events.setdefault(source.name, []).extend(
+                e.kind for e in found
+            ),
+        )
+    other.wait(timeout=10)
+    assert site.requests_to("/category/Mathematics/")[-1].status == 304
+    assert events.get("math") == ["recovered"]
+    assert "kexue" not in events
+
+
 def test_the_flush_timer_writes_held_bookkeeping_that_no_later_poll_would(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -462,7 +509,7 @@ def test_the_flush_timer_writes_held_bookkeeping_that_no_later_poll_would(
 
     async def quiet_poll_then_wait() -> tuple[list[str], list[str]]:
         with Store(path) as store:
-            store.note_unchanged("kexue", LATER, [], [])
+            store.note_unchanged("kexue", LATER, [])
             before = committed()
             timer = asyncio.create_task(poll_module.flush_periodically(store))
             await asyncio.sleep(0.3)

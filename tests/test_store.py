@@ -8,7 +8,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -549,15 +549,17 @@ def committed_polls(path: Path) -> dict[str, datetime]:
     """Each source's last_poll as a second connection sees it: only what was committed."""
     conn = sqlite3.connect(path)
     try:
-        rows = conn.execute("SELECT name, last_poll FROM sources").fetchall()
+        rows = conn.execute(
+            "SELECT name, last_poll FROM sources WHERE last_poll IS NOT NULL"
+        ).fetchall()
     finally:
         conn.close()
     return {name: datetime.fromisoformat(last_poll) for name, last_poll in rows}
 
 
-def quiet_poll(store: Store, source: str, at: datetime = T0, seen: Sequence[str] = ()) -> None:
+def quiet_poll(store: Store, source: str, at: datetime = T0) -> None:
     """The bookkeeping of a poll answered by a 304, noted the way poll notes it."""
-    store.note_unchanged(source, at, [FetchLog(f"https://{source}.test/", 304, 0, 0.01)], seen)
+    store.note_unchanged(source, at, [FetchLog(f"https://{source}.test/", 304, 0, 0.01)])
 
 
 class Clock:
@@ -584,8 +586,9 @@ def test_an_unchanged_poll_is_held_until_flush_and_then_fully_written(
     store: Store, tmp_path: Path
 ) -> None:
     store.add_entries([make_entry("https://a.test/1"), make_entry("https://a.test/2")])
+    store.save_first_page("kexue", ["https://a.test/1"])
     later = T0 + timedelta(hours=1)
-    quiet_poll(store, "kexue", later, seen=["https://a.test/1"])
+    quiet_poll(store, "kexue", later)
     assert committed_polls(tmp_path / "state.db") == {}
     store.flush()
     assert committed_polls(tmp_path / "state.db") == {"kexue": later}
@@ -742,24 +745,110 @@ def test_a_refused_plain_write_leaves_nothing(store: Store) -> None:
 
 
 def test_poll_start_of_a_source_never_polled_is_empty(store: Store) -> None:
-    assert store.poll_start("kexue", "https://a.test/") == PollStart({}, None, None)
+    start = store.poll_start("kexue", "https://a.test/")
+    assert start == PollStart(first_page=None, failure=None)
+    assert start.meta() == {}
 
 
-def test_poll_start_reads_meta_first_page_validators_and_a_failing_streak(store: Store) -> None:
-    store.save_source_meta("kexue", {"page_title": "科学空间"})
+def test_poll_start_reads_validators_a_failing_streak_page_1_and_the_meta(store: Store) -> None:
+    store.save_source_meta("kexue", {"page_title": "科学空间", "render_key": "k1", "x": [1]})
     store.save_page_state("kexue", "https://a.test/", Validators('"v1"', None, "ab12"))
     store.save_page_state("kexue", "https://a.test/page/2", Validators('"v2"', None, "cd34"))
+    store.save_first_page("kexue", ["https://a.test/1", "https://a.test/2"])
     for _ in range(2):
         store.record_poll("kexue", T0, ok=False, error="HTTP 503", new=0, updated=0)
-    assert store.poll_start("kexue", "https://a.test/") == PollStart(
-        {"page_title": "科学空间"}, Validators('"v1"', None, "ab12"), ("HTTP 503", 2)
+    start = store.poll_start("kexue", "https://a.test/")
+    assert (start.first_page, start.failure, start.first_page_links) == (
+        Validators('"v1"', None, "ab12"),
+        ("HTTP 503", 2),
+        2,
     )
+    assert (start.render_key, start.page_title) == ("k1", "科学空间")
+    assert start.meta() == {"page_title": "科学空间", "render_key": "k1", "x": [1]}
 
 
 def test_poll_start_after_a_success_has_no_failure(store: Store) -> None:
     store.record_poll("kexue", T0, ok=False, error="HTTP 503", new=0, updated=0)
     store.record_poll("kexue", T0, ok=True, error=None, new=0, updated=0)
     assert store.poll_start("kexue", "https://a.test/").failure is None
+
+
+def test_expected_polls_are_answered_from_one_query(store: Store) -> None:
+    store.save_page_state("alpha", "https://alpha.test/", Validators('"a"', None, "aa"))
+    store.save_page_state("beta", "https://beta.test/", Validators('"b"', None, "bb"))
+    store.expect_polls([("alpha", "https://alpha.test/"), ("beta", "https://beta.test/")])
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    alpha = store.poll_start("alpha", "https://alpha.test/")
+    beta = store.poll_start("beta", "https://beta.test/")
+    store._conn.set_trace_callback(None)
+    assert statements == []
+    assert (alpha.first_page, beta.first_page) == (
+        Validators('"a"', None, "aa"),
+        Validators('"b"', None, "bb"),
+    )
+
+
+def test_an_expected_poll_is_answered_once_then_read_again(store: Store) -> None:
+    store.expect_polls([("alpha", "https://alpha.test/")])
+    assert store.poll_start("alpha", "https://alpha.test/").failure is None
+    store.record_poll("alpha", T0, ok=False, error="HTTP 500", new=0, updated=0)
+    assert store.poll_start("alpha", "https://alpha.test/").failure == ("HTTP 500", 1)
+
+
+# --- last seen on page 1 -----------------------------------------------------------
+
+
+def test_an_unchanged_page_1_moves_last_seen_of_its_links_only(store: Store) -> None:
+    links = [f"https://a.test/{i}" for i in range(3)]
+    store.add_entries([make_entry(link) for link in links])
+    store.save_first_page("kexue", links[:2])
+    later = T0 + timedelta(hours=5)
+    quiet_poll(store, "kexue", later)
+    store.flush()
+    entries = store.entries("kexue")
+    assert [entries[link].last_seen for link in links] == [later, later, T0]
+    assert [e.last_seen for e in store.feed_entries("kexue", 10)] == [later, later, T0]
+
+
+def test_a_new_page_1_keeps_when_the_old_one_was_last_seen(store: Store) -> None:
+    links = [f"https://a.test/{i}" for i in range(3)]
+    store.add_entries([make_entry(link) for link in links])
+    store.save_first_page("kexue", links[:2])
+    later = T0 + timedelta(hours=5)
+    quiet_poll(store, "kexue", later)
+    store.flush()
+    store.save_first_page("kexue", links[1:])
+    entries = store.entries("kexue")
+    assert [entries[link].last_seen for link in links] == [later, later, T0]
+
+
+def test_a_version_2_store_gains_first_page_seen_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store(path) as current:
+        current.add_entries([make_entry("https://a.test/1")])
+        current.save_first_page("kexue", ["https://a.test/1"])
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        ALTER TABLE sources DROP COLUMN first_page_seen;
+        UPDATE schema_version SET version = 2;
+        """
+    )
+    conn.close()
+    later = T0 + timedelta(hours=5)
+    with Store(path) as migrated:
+        assert migrated.first_page("kexue") == ["https://a.test/1"]
+        quiet_poll(migrated, "kexue", later)
+        migrated.flush()
+        assert migrated.entries("kexue")["https://a.test/1"].last_seen == later
+        assert migrated.check() == "ok"
+    conn = sqlite3.connect(path)
+    try:
+        versions = conn.execute("SELECT version FROM schema_version").fetchall()
+    finally:
+        conn.close()
+    assert versions == [(3,)]
 
 
 # --- last_seen in entry_seen ------------------------------------------------------
@@ -810,4 +899,4 @@ def test_a_version_1_store_is_migrated_keeping_every_last_seen(tmp_path: Path) -
         conn.close()
     assert "last_seen" not in columns and "first_seen" in columns
     assert [(link, datetime.fromisoformat(at)) for link, at in seen_rows] == sorted(seen.items())
-    assert versions == [(2,)]
+    assert versions == [(3,)]
