@@ -17,11 +17,12 @@ is only what this process read itself: pages read by a worker process (feedwatch
 cost this process nothing but waiting.
 
 `floor` is the fetch + parse + extract work alone: one shared httpx client with the same
-transport and concurrency, conditional GETs, then `--extract feedwatch` (default) runs
-feedwatch's own parse and extract (clean teasers, canonical links), so what feedwatch adds
-on top is its store, dates, diff and feeds; `--extract bare` only picks each entry's
-fields with selectolax and the same selectors (no sanitizing): the least any tool could do.
-No store, no dates, no feeds either way.
+transport and concurrency, conditional GETs with the ETags it keeps in a JSON file (read
+and written inside the timing, as a refresh reads and writes its store), then
+`--extract feedwatch` (default) runs feedwatch's own parse and extract (clean teasers,
+canonical links), so what feedwatch adds on top is its store, dates, diff and feeds;
+`--extract bare` only picks each entry's fields with selectolax and the same selectors
+(no sanitizing): the least any tool could do. No store, no dates, no feeds either way.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def _links(tree: Any, selectors: dict[str, Any], url: str) -> list[str]:
 
 
 async def floor(
-    jobs: dict[str, Any], transport: str, state: dict[str, Any], *, full_extract: bool
+    jobs: dict[str, Any], transport: str, state_path: Path, *, full_extract: bool
 ) -> dict[str, Any]:
     import httpx
     from httpx_aiohttp import AiohttpTransport
@@ -192,8 +193,8 @@ async def floor(
     selectors = Selectors(**{**select, "exclude": tuple(select.get("exclude", ()))})
 
     concurrency = jobs["concurrency"]
-    etags: dict[str, str] = state.setdefault("etags", {})
-    known: dict[str, list[str]] = state.setdefault("links", {})
+    etags: dict[str, str]
+    known: dict[str, list[str]]
     counts = {"parses": 0, "not_modified": 0, "pages": 0}
     gate = asyncio.Semaphore(concurrency)
 
@@ -227,15 +228,19 @@ async def floor(
                     return
                 url = str(response.url.join(nxt.attributes["href"]))
 
-    # The client's creation (its TLS context: ~20 ms) is timed, as it is in a refresh,
-    # and what the script loaded is kept out of the garbage collector's way, as it is there.
+    # Timed as in a refresh: reading and saving what the run knows (here its ETags and
+    # links, in a JSON file), and creating the client (its TLS context: ~20 ms). What the
+    # script loaded is kept out of the garbage collector's way, as it is there.
     gc.freeze()
     cpu = _cpu()
     started = time.perf_counter()
+    state = json.loads(state_path.read_bytes()) if state_path.exists() else {}
+    etags, known = state.setdefault("etags", {}), state.setdefault("links", {})
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     kind = AiohttpTransport(limits=limits) if transport == "aiohttp" else None
     async with httpx.AsyncClient(transport=kind, limits=limits) as client:
         await asyncio.gather(*(source(client, url) for url in jobs["urls"]))
+    state_path.write_text(json.dumps(state))
     elapsed = time.perf_counter() - started
     cpu = _cpu() - cpu
     return {
@@ -262,13 +267,10 @@ def main() -> None:
     if args.mode == "refresh":
         out = run_refresh(args.path)
     else:
-        state_path = Path(args.state)
-        state = json.loads(state_path.read_text()) if state_path.exists() else {}
         jobs = json.loads(Path(args.path).read_text())
         out = uvloop.run(
-            floor(jobs, args.transport, state, full_extract=args.extract == "feedwatch")
+            floor(jobs, args.transport, Path(args.state), full_extract=args.extract == "feedwatch")
         )
-        state_path.write_text(json.dumps(state))
     print(json.dumps(out))
 
 
