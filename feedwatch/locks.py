@@ -24,8 +24,7 @@ import errno
 import fcntl
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,28 +69,43 @@ class SourceLocks:
                 self.claimed.add(name)
         return set(self.claimed)
 
-    @asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
+    def hold(self, name: str) -> _Hold:
         """Wait until no other poll of `name`, in this process or another, runs; then run."""
-        fd = self.descriptor()
-        start = offset(name)
-        if name in self.claimed:
-            self.claimed.discard(name)
-        else:
-            while not (name not in self.held and _try_lock(fd, start)):
-                await asyncio.sleep(RETRY_S)
-        self.held.add(name)
-        try:
-            yield
-        finally:
-            self.held.discard(name)
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, start)
+        return _Hold(self, name)
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         self.claimed.clear()
+
+
+class _Hold:
+    """`SourceLocks.hold`'s context: a class rather than a generator, since every poll
+    enters one."""
+
+    __slots__ = ("fd", "locks", "name", "start")
+
+    def __init__(self, locks: SourceLocks, name: str) -> None:
+        self.locks = locks
+        self.name = name
+        self.fd = -1
+        self.start = 0
+
+    async def __aenter__(self) -> None:
+        locks, name = self.locks, self.name
+        self.fd = fd = locks.descriptor()
+        self.start = start = offset(name)
+        if name in locks.claimed:
+            locks.claimed.discard(name)
+        else:
+            while not (name not in locks.held and _try_lock(fd, start)):
+                await asyncio.sleep(RETRY_S)
+        locks.held.add(name)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.locks.held.discard(self.name)
+        fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.start)
 
 
 def _try_lock(fd: int, start: int) -> bool:

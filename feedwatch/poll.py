@@ -92,20 +92,19 @@ async def poll_source(ctx: Context, source: Source, *, full: bool = False) -> Po
         async with ctx.locks.hold(source.name):
             now = ctx.now()
             start = ctx.store.poll_start(source.name, source.url)
-            async with asyncio.timeout(source.poll_timeout):
-                fetched = await _fetch_index(ctx, source, logs, now, start, full=full)
+            fetched = await _fetch_index(ctx, source, logs, now, start, full=full)
             entries = _build_entries(ctx, source, fetched, now)
             fixes: list[Entry] = []
             if source.detail or source.content == "full":
                 entries, fixes = await _add_details(ctx, source, entries, logs, now)
-            result = _commit(ctx, source, fetched, entries, fixes, logs, now, start)
+            result = _commit(ctx, source, fetched, entries, fixes, logs, now, start, started)
     except (FetchError, PollError, TimeoutError, OSError) as err:
         cause = _cause(err, source)
-        result = _fail(ctx, source, cause, logs, now, getattr(err, "retry_after", None))
+        retry_after = getattr(err, "retry_after", None)
+        result = _fail(ctx, source, cause, logs, now, retry_after, started)
     except Exception as err:
         log.exception("%s: unexpected error", source.name)
-        result = _fail(ctx, source, f"internal error: {err!r}", logs, now, None)
-    result = replace(result, elapsed=time.monotonic() - started)
+        result = _fail(ctx, source, f"internal error: {err!r}", logs, now, None, started)
     _log_result(result)
     return result
 
@@ -169,40 +168,67 @@ async def _fetch_index(
     *,
     full: bool,
 ) -> list[_Fetched]:
-    """Fetch page 1 and follow next pages; a later page that fails only ends the walk.
+    """Fetch page 1 and, unless it is unchanged, read it and follow next pages.
+
+    Page 1's request ends within its own timeout; reading it and walking on must end
+    within the poll's (poll_timeout, counted from the start): the budget is only armed
+    when the poll goes on, which a poll answered by a 304 does not.
+    """
+    deadline = asyncio.get_running_loop().time() + source.poll_timeout
+    page = await _get(ctx, source, source.url, logs, None if full else start.first_page)
+    if _unchanged(page, start.first_page, start, full=full):
+        return [_Fetched(page, start.first_page, None, [])]
+    async with asyncio.timeout_at(deadline):
+        return await _walk(ctx, source, logs, now, start, page, full=full)
+
+
+def _unchanged(page: Page, previous: Validators | None, start: PollStart, *, full: bool) -> bool:
+    """A 304, or the same bytes as the last parse of this page (a server without validators).
 
     The source's meta is only decoded for a page that was not a 304.
     """
+    return page.not_modified or (
+        not full
+        and previous is not None
+        and previous.body_hash is not None
+        and previous.body_hash == page.validators.body_hash
+        and page.url in start.meta().get("page_links", {})
+    )
+
+
+async def _walk(
+    ctx: Context,
+    source: Source,
+    logs: list[FetchLog],
+    now: datetime,
+    start: PollStart,
+    page: Page,
+    *,
+    full: bool,
+) -> list[_Fetched]:
+    """Read page 1, then follow next pages; a later page that fails only ends the walk."""
     fetched: list[_Fetched] = []
-    visited: set[str] = set()
-    url: str | None = source.url
-    while url and url not in visited and len(fetched) < source.max_pages:
-        visited.add(url)
-        previous = ctx.store.page_state(source.name, url) if fetched else start.first_page
-        try:
-            page = await _get(ctx, source, url, logs, None if full else previous)
-        except FetchError:
-            if not fetched:
-                raise
-            break
-        unchanged = page.not_modified or (
-            not full
-            and previous is not None
-            and previous.body_hash is not None
-            and previous.body_hash == page.validators.body_hash
-            and url in start.meta().get("page_links", {})
-        )
-        if unchanged:
-            fetched.append(_Fetched(page, previous, None, []))
-            break
+    previous = start.first_page
+    visited = {page.url}
+    while True:
         item = await _read(ctx, source, page, previous, now, first=not fetched)
         fetched.append(item)
         if not full and _all_known(item, ctx.store.entries(source.name, item.links)):
-            break
+            return fetched
         url = (item.extraction.next_page if item.extraction else None) or start.meta().get(
             "page_next", {}
-        ).get(url)
-    return fetched
+        ).get(page.url)
+        if not url or url in visited or len(fetched) >= source.max_pages:
+            return fetched
+        visited.add(url)
+        previous = ctx.store.page_state(source.name, url)
+        try:
+            page = await _get(ctx, source, url, logs, None if full else previous)
+        except FetchError:
+            return fetched
+        if _unchanged(page, previous, start, full=full):
+            fetched.append(_Fetched(page, previous, None, []))
+            return fetched
 
 
 def _all_known(item: _Fetched, stored: dict[str, Entry]) -> bool:
@@ -423,6 +449,7 @@ def _commit(
     logs: Sequence[FetchLog],
     now: datetime,
     start: PollStart,
+    started: float,
 ) -> PollResult:
     """Write everything one poll learnt in one transaction, feeds included.
 
@@ -452,6 +479,7 @@ def _commit(
             seen=start.first_page_links,
             pages=1,
             not_modified=int(first_page.page.not_modified),
+            elapsed=time.monotonic() - started,
         )
     with store.transaction():
         if parsed:
@@ -514,6 +542,7 @@ def _commit(
         seen=seen,
         pages=len(fetched),
         not_modified=sum(1 for i in fetched if i.page.not_modified),
+        elapsed=time.monotonic() - started,
     )
 
 
@@ -685,6 +714,7 @@ def _fail(
     logs: Sequence[FetchLog],
     now: datetime,
     retry_after: float | None,
+    started: float,
 ) -> PollResult:
     """Record a failure without touching entries or feeds; a broken store only logs."""
     store = ctx.store
@@ -712,7 +742,13 @@ def _fail(
         log.exception("%s: could not record the failure", source.name)
     if ctx.on_events is not None:
         ctx.on_events(source, events)
-    return PollResult(source=source.name, ok=False, error=cause, retry_after=retry_after)
+    return PollResult(
+        source=source.name,
+        ok=False,
+        error=cause,
+        retry_after=retry_after,
+        elapsed=time.monotonic() - started,
+    )
 
 
 async def refresh(

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -517,3 +518,27 @@ def test_the_flush_timer_writes_held_bookkeeping_that_no_later_poll_would(
             return before, committed()
 
     assert asyncio.run(quiet_poll_then_wait()) == ([], ["kexue"])
+
+
+# --- the poll's time budget --------------------------------------------------------
+
+
+def test_a_poll_whose_page_read_outlasts_its_budget_fails_with_that_cause(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page 1's request has its own timeout; reading the page shares the poll's budget
+    (timeout x (max_pages + 1), here 0.5 s x 2), armed once page 1 is not a 304."""
+    site.serve_fixture_site()
+    path = write_config(tmp_path, kexue_sources(site, home_pages=1), 'timeout = "0.5s"')
+    path.write_text(path.read_text().replace('timeout = "5s"\n', ""), encoding="utf-8")
+
+    async def stalled_read(*args: object, **kwargs: object) -> object:
+        await asyncio.sleep(30)
+        raise AssertionError("the poll's budget did not end the read")
+
+    monkeypatch.setattr(poll_module, "_read", stalled_read)
+    config = config_mod.load(path)
+    started = time.monotonic()
+    results = asyncio.run(refresh(config, [config.source("kexue")]))
+    assert [(r.ok, r.error) for r in results] == [(False, "poll took longer than 1s")]
+    assert time.monotonic() - started < 5
