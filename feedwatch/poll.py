@@ -12,6 +12,7 @@ name, stored, and never escapes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import os
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from feedwatch import clean, dates, detail, detect, diff, feeds, mathml, readpage
@@ -833,7 +835,8 @@ def write_opml(config: Config, store: Store) -> None:
 
     OPML has no dates, so no source's last change is looked up; every page title
     comes from one query and every feed file from one directory listing: this runs
-    after every refresh, for all sources.
+    after every refresh, for all sources. It is only rendered when what it lists, or
+    the file on disk, differs from what the store marked at the last rendering.
     """
     titles = store.page_titles()
     try:
@@ -845,10 +848,29 @@ def write_opml(config: Config, store: Store) -> None:
         for s in config.sources
         if f"{s.name}.atom" in present
     ]
+    path = config.output_dir / "index.opml"
+    made_from = hashlib.blake2b(repr((config.base_url, metas)).encode(), digest_size=16).hexdigest()
     try:
+        on_disk = _file_mark(path, made_from)
+        if on_disk is not None and store.mark(OPML_MARK) == on_disk:
+            return
         config.output_dir.mkdir(parents=True, exist_ok=True)
-        feeds.write_if_changed(
-            config.output_dir / "index.opml", feeds.render_opml(metas, config.base_url)
-        )
+        feeds.write_if_changed(path, feeds.render_opml(metas, config.base_url))
+        store.set_mark(OPML_MARK, _file_mark(path, made_from))
     except OSError as err:
         log.error("cannot write index.opml: %s", err.strerror or err)
+    except StoreError as err:
+        log.error("cannot mark index.opml as written (it is rendered again next time): %s", err)
+
+
+OPML_MARK = "index.opml"
+
+
+def _file_mark(path: Path, made_from: str) -> str | None:
+    """What the file was made from, with its size and mtime: a file changed or removed
+    behind our back no longer matches."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return f"{made_from} {stat.st_size} {stat.st_mtime_ns}"

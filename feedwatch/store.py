@@ -463,6 +463,9 @@ class Store:
         )
         if "first_page_seen" not in db["sources"].columns_dict:  # version 2 and older
             self._conn.execute("ALTER TABLE sources ADD COLUMN first_page_seen TEXT")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
         db["events"].create(
             {"id": int, "source": str, "at": str, "kind": str, "link": str, "data": str},
             pk="id",
@@ -1002,6 +1005,20 @@ class Store:
                 "SELECT meta FROM sources WHERE name = ?", (source,)
             ).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
+
+    def mark(self, key: str) -> str | None:
+        """A value the store keeps for whoever set it, such as what a file was made from."""
+        with self._read():
+            row = self._conn.execute("SELECT value FROM marks WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_mark(self, key: str, value: str) -> None:
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO marks (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def page_titles(self) -> dict[str, str]:
         """Every source's page title by name, in one query (sources without one are left out)."""

@@ -542,3 +542,54 @@ def test_a_poll_whose_page_read_outlasts_its_budget_fails_with_that_cause(
     results = asyncio.run(refresh(config, [config.source("kexue")]))
     assert [(r.ok, r.error) for r in results] == [(False, "poll took longer than 1s")]
     assert time.monotonic() - started < 5
+
+
+# --- the OPML index ------------------------------------------------------------------
+
+
+def opml_renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the OPML renderings from now on."""
+    calls: list[int] = []
+    render = poll_module.feeds.render_opml
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(poll_module.feeds, "render_opml", counted)
+    return calls
+
+
+def test_a_refresh_that_changes_nothing_does_not_render_the_opml_again(
+    kexue: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poll_at(kexue, FETCHED_AT)
+    renders = opml_renders(monkeypatch)
+    poll_at(kexue, LATER)
+    assert renders == []
+    opml = (kexue.parent / "feeds" / "index.opml").read_text(encoding="utf-8")
+    assert "/kexue.atom" in opml and "/math.atom" in opml
+
+
+def test_a_source_removed_from_the_config_leaves_the_opml_at_the_next_refresh(
+    kexue: Path, site: Site
+) -> None:
+    poll_at(kexue, FETCHED_AT)
+    text = kexue.read_text(encoding="utf-8")
+    kexue.write_text(text[: text.index('[[sources]]\nname = "math"')], encoding="utf-8")
+    poll_at(kexue, LATER)
+    opml = (kexue.parent / "feeds" / "index.opml").read_text(encoding="utf-8")
+    assert "/kexue.atom" in opml and "/math.atom" not in opml
+
+
+@pytest.mark.parametrize("damage", ["deleted", "edited"])
+def test_an_opml_changed_behind_our_back_is_written_again(kexue: Path, damage: str) -> None:
+    poll_at(kexue, FETCHED_AT)
+    path = kexue.parent / "feeds" / "index.opml"
+    written = path.read_bytes()
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(written.replace(b"/math.atom", b"/gone.atom"))
+    poll_at(kexue, LATER)
+    assert path.read_bytes() == written
