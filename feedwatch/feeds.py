@@ -31,6 +31,9 @@ from lxml import etree
 from feedwatch.models import Entry
 
 GENERATOR = "feedwatch"
+OPML_FORMAT = 1
+"""Bump when render_opml, or the feed meta it lists, writes something else for the
+same sources: the OPML index is only rendered again when its inputs change."""
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 UPDATED_MARKER = " (updated)"
 SUMMARY_CHARS = 280

@@ -811,12 +811,17 @@ def _claim(ctx: Context, sources: Sequence[Source]) -> None:
     """Lock the sources to poll and read their first reads in one query (feedwatch.locks).
 
     A lock file that cannot be opened claims nothing: each poll then fails with the cause.
+    A store that cannot answer the query (a row it cannot decode) is read poll by poll,
+    so that only the source at fault fails.
     """
     try:
         claimed = ctx.locks.claim(s.name for s in sources)
     except OSError:
         return
-    ctx.store.expect_polls([(s.name, s.url) for s in sources if s.name in claimed])
+    try:
+        ctx.store.expect_polls([(s.name, s.url) for s in sources if s.name in claimed])
+    except StoreError as err:
+        log.warning("reading the sources' state in one query failed, reading each: %s", err)
 
 
 async def flush_periodically(store: Store) -> None:
@@ -843,17 +848,20 @@ def write_opml(config: Config, store: Store) -> None:
         present = set(os.listdir(config.output_dir))
     except OSError:
         present = set()
-    metas = [
-        _feed_meta(config, s, titles.get(s.name), _EPOCH)
-        for s in config.sources
-        if f"{s.name}.atom" in present
-    ]
+    listed = [(s, titles.get(s.name)) for s in config.sources if f"{s.name}.atom" in present]
+    inputs = "\n".join(
+        [
+            f"{feeds.OPML_FORMAT}\t{config.base_url}",
+            *(f"{s.name}\t{s.title or title or s.name}\t{s.url}" for s, title in listed),
+        ]
+    )
+    made_from = hashlib.blake2b(inputs.encode(), digest_size=16).hexdigest()
     path = config.output_dir / "index.opml"
-    made_from = hashlib.blake2b(repr((config.base_url, metas)).encode(), digest_size=16).hexdigest()
     try:
         on_disk = _file_mark(path, made_from)
         if on_disk is not None and store.mark(OPML_MARK) == on_disk:
             return
+        metas = [_feed_meta(config, s, title, _EPOCH) for s, title in listed]
         config.output_dir.mkdir(parents=True, exist_ok=True)
         feeds.write_if_changed(path, feeds.render_opml(metas, config.base_url))
         store.set_mark(OPML_MARK, _file_mark(path, made_from))

@@ -131,11 +131,11 @@ _TOUCH = (
     "UPDATE entry_seen SET last_seen = ? WHERE source = ?"
     " AND link IN (SELECT value FROM json_each(?))"
 )
-_META_KEY = "CASE WHEN json_valid(s.meta) THEN json_extract(s.meta, '$.{}') END"
+_META_KEY = "json_extract(s.meta, '$.{}')"
 _POLL_STARTS = (
     "SELECT q.i, p.etag, p.last_modified, p.body_hash, p.url IS NOT NULL,"
     " s.ok, s.error, s.consecutive_failures,"
-    " CASE WHEN json_valid(s.first_page) THEN json_array_length(s.first_page) ELSE 0 END,"
+    " coalesce(json_array_length(s.first_page), 0),"
     f" {_META_KEY.format('render_key')}, {_META_KEY.format('page_title')}, s.meta"
     " FROM (SELECT key AS i, json_extract(value, '$[0]') AS name,"
     " json_extract(value, '$[1]') AS url FROM json_each(?)) AS q"
@@ -1024,7 +1024,8 @@ class Store:
         """Every source's page title by name, in one query (sources without one are left out)."""
         with self._read():
             rows = self._conn.execute(
-                f"SELECT s.name, {_META_KEY.format('page_title')} FROM sources AS s"
+                "SELECT s.name, CASE WHEN json_valid(s.meta) THEN"
+                f" {_META_KEY.format('page_title')} END FROM sources AS s"
             ).fetchall()
         return {name: title for name, title in rows if isinstance(title, str)}
 
