@@ -66,18 +66,21 @@ _ENTRY_COLUMNS = (
     "fingerprint",
     "content_html",
 )
-# last_seen lives in the narrow entry_seen table: a poll that parses a page rewrites a
-# few bytes per entry there, not whole entry rows with their teasers. A poll that finds
-# page 1 unchanged writes nothing per entry: it sets its source's first_page_seen, which
-# counts for the links of first_page, and which save_first_page folds into entry_seen
-# before page 1 changes.
+# What polls rewrite lives in narrow rows, apart from what they only read. last_seen is
+# in entry_seen: a poll that parses a page rewrites a few bytes per entry there, not
+# whole entry rows with their teasers. A poll that finds page 1 unchanged writes nothing
+# per entry: it sets its source's first_page_seen, which counts for the links of
+# first_page, and which save_first_page folds into entry_seen before page 1 changes.
+# Likewise a source's status row (sources) is apart from its page-1 links and meta
+# (source_meta, ~1 KB): a refresh answered by 304s rewrites 25 pages of the one, not
+# 300 of both.
 _SEEN = "coalesce(s.last_seen, e.first_seen)"
 _ENTRY_SELECT = (
     "SELECT "
     + ", ".join(f"e.{column}" for column in _ENTRY_COLUMNS)
     + f", CASE WHEN src.first_page_seen > {_SEEN} AND EXISTS (SELECT 1 FROM"
-    " json_each(src.first_page) WHERE value = e.link)"
-    f" THEN src.first_page_seen ELSE {_SEEN} END"
+    " source_meta AS sm, json_each(sm.first_page) WHERE sm.name = e.source"
+    f" AND value = e.link) THEN src.first_page_seen ELSE {_SEEN} END"
     " FROM entries AS e"
     " LEFT JOIN entry_seen AS s ON s.source = e.source AND s.link = e.link"
     " LEFT JOIN sources AS src ON src.name = e.source"
@@ -105,7 +108,10 @@ _FETCH_LOG_INSERT = (
     "INSERT INTO fetch_log (source, at, url, status, size, elapsed, error)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_STATUS_COLUMNS = "last_poll, ok, error, consecutive_failures, last_new, next_poll, meta"
+_STATUS_COLUMNS = (
+    "s.last_poll, s.ok, s.error, s.consecutive_failures, s.last_new, s.next_poll,"
+    " (SELECT meta FROM source_meta WHERE name = s.name)"
+)
 _POLL_UPSERT = (
     "INSERT INTO sources (name, last_poll, ok, error, consecutive_failures,"
     " last_new, last_updated, next_poll) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -131,15 +137,16 @@ _TOUCH = (
     "UPDATE entry_seen SET last_seen = ? WHERE source = ?"
     " AND link IN (SELECT value FROM json_each(?))"
 )
-_META_KEY = "json_extract(s.meta, '$.{}')"
+_META_KEY = "json_extract(m.meta, '$.{}')"
 _POLL_STARTS = (
     "SELECT q.i, p.etag, p.last_modified, p.body_hash, p.url IS NOT NULL,"
     " s.ok, s.error, s.consecutive_failures,"
-    " coalesce(json_array_length(s.first_page), 0),"
-    f" {_META_KEY.format('render_key')}, {_META_KEY.format('page_title')}, s.meta"
+    " coalesce(json_array_length(m.first_page), 0),"
+    f" {_META_KEY.format('render_key')}, {_META_KEY.format('page_title')}, m.meta"
     " FROM (SELECT key AS i, json_extract(value, '$[0]') AS name,"
     " json_extract(value, '$[1]') AS url FROM json_each(?)) AS q"
     " LEFT JOIN sources AS s ON s.name = q.name"
+    " LEFT JOIN source_meta AS m ON m.name = q.name"
     " LEFT JOIN pages AS p ON p.source = q.name AND p.url = q.url"
 )
 _FETCH_LOG_PRUNE = (
@@ -452,17 +459,18 @@ class Store:
                 "last_new": str,
                 "last_updated": str,
                 "next_poll": str,
-                "first_page": str,
                 "first_page_seen": str,
-                "meta": str,
             },
             pk="name",
             defaults={"consecutive_failures": 0},
             not_null={"consecutive_failures"},
             if_not_exists=True,
         )
-        if "first_page_seen" not in db["sources"].columns_dict:  # version 2 and older
-            self._conn.execute("ALTER TABLE sources ADD COLUMN first_page_seen TEXT")
+        db["source_meta"].create(
+            {"name": str, "first_page": str, "meta": str}, pk="name", if_not_exists=True
+        )
+        if "meta" in db["sources"].columns_dict:  # version 2 and older
+            self._migrate_source_meta()
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
@@ -485,6 +493,19 @@ class Store:
             "CREATE TABLE IF NOT EXISTS entry_seen (source TEXT NOT NULL, link TEXT NOT NULL,"
             " last_seen TEXT NOT NULL, PRIMARY KEY (source, link)) WITHOUT ROWID"
         )
+
+    def _migrate_source_meta(self) -> None:
+        """Version 2 kept page-1 links and meta in the sources rows: move them to
+        source_meta, and add first_page_seen."""
+        conn = self._conn
+        conn.execute(
+            "INSERT OR IGNORE INTO source_meta (name, first_page, meta)"
+            " SELECT name, first_page, meta FROM sources"
+            " WHERE first_page IS NOT NULL OR meta IS NOT NULL"
+        )
+        conn.execute("ALTER TABLE sources DROP COLUMN first_page")
+        conn.execute("ALTER TABLE sources DROP COLUMN meta")
+        conn.execute("ALTER TABLE sources ADD COLUMN first_page_seen TEXT")
 
     def _migrate_seen(self) -> None:
         """Version 1 kept last_seen in the entries rows: move it to entry_seen."""
@@ -866,7 +887,7 @@ class Store:
         with self._read():
             self.flush()
             row = self._conn.execute(
-                f"SELECT {_STATUS_COLUMNS} FROM sources WHERE name = ?", (source,)
+                f"SELECT {_STATUS_COLUMNS} FROM sources AS s WHERE s.name = ?", (source,)
             ).fetchone()
             count = self._conn.execute(
                 "SELECT count(*) FROM entries WHERE source = ?", (source,)
@@ -928,9 +949,9 @@ class Store:
             rows = self._conn.execute(
                 "WITH names(name) AS (SELECT name FROM sources"
                 " UNION SELECT DISTINCT source FROM entries)"
-                f" SELECT names.name, sources.name IS NOT NULL, {_STATUS_COLUMNS},"
+                f" SELECT names.name, s.name IS NOT NULL, {_STATUS_COLUMNS},"
                 " (SELECT count(*) FROM entries WHERE entries.source = names.name)"
-                " FROM names LEFT JOIN sources ON sources.name = names.name"
+                " FROM names LEFT JOIN sources AS s ON s.name = names.name"
                 " ORDER BY names.name"
             ).fetchall()
         return [_status(row[0], row[2:-1] if row[1] else None, row[-1]) for row in rows]
@@ -977,7 +998,7 @@ class Store:
     def first_page(self, source: str) -> list[str]:
         with self._read():
             row = self._conn.execute(
-                "SELECT first_page FROM sources WHERE name = ?", (source,)
+                "SELECT first_page FROM source_meta WHERE name = ?", (source,)
             ).fetchone()
         return json.loads(row[0]) if row and row[0] else []
 
@@ -986,23 +1007,26 @@ class Store:
         (first_page_seen) moves into their entry_seen rows first."""
         with self._write():
             self._conn.execute(
-                "UPDATE entry_seen SET last_seen = src.first_page_seen FROM sources AS src"
-                " WHERE src.name = ? AND entry_seen.source = src.name"
+                "UPDATE entry_seen SET last_seen = src.first_page_seen"
+                " FROM sources AS src, source_meta AS sm"
+                " WHERE src.name = ? AND sm.name = src.name AND entry_seen.source = src.name"
                 " AND src.first_page_seen > entry_seen.last_seen"
-                " AND entry_seen.link IN (SELECT value FROM json_each(src.first_page))",
+                " AND entry_seen.link IN (SELECT value FROM json_each(sm.first_page))",
                 (source,),
             )
             self._conn.execute(
-                "INSERT INTO sources (name, first_page) VALUES (?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET first_page = excluded.first_page,"
-                " first_page_seen = NULL",
+                "INSERT INTO source_meta (name, first_page) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET first_page = excluded.first_page",
                 (source, _json(list(links))),
+            )
+            self._conn.execute(
+                "UPDATE sources SET first_page_seen = NULL WHERE name = ?", (source,)
             )
 
     def source_meta(self, source: str) -> dict[str, Any]:
         with self._read():
             row = self._conn.execute(
-                "SELECT meta FROM sources WHERE name = ?", (source,)
+                "SELECT meta FROM source_meta WHERE name = ?", (source,)
             ).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
@@ -1024,8 +1048,8 @@ class Store:
         """Every source's page title by name, in one query (sources without one are left out)."""
         with self._read():
             rows = self._conn.execute(
-                "SELECT s.name, CASE WHEN json_valid(s.meta) THEN"
-                f" {_META_KEY.format('page_title')} END FROM sources AS s"
+                "SELECT m.name, CASE WHEN json_valid(m.meta) THEN"
+                f" {_META_KEY.format('page_title')} END FROM source_meta AS m"
             ).fetchall()
         return {name: title for name, title in rows if isinstance(title, str)}
 
@@ -1033,13 +1057,13 @@ class Store:
         """Merge the given keys into the source's meta blob (other keys are kept)."""
         with self._write():
             row = self._conn.execute(
-                "SELECT meta FROM sources WHERE name = ?", (source,)
+                "SELECT meta FROM source_meta WHERE name = ?", (source,)
             ).fetchone()
             merged = _json((json.loads(row[0]) if row and row[0] else {}) | dict(meta))
             if row is not None and row[0] == merged:
                 return
             self._conn.execute(
-                "INSERT INTO sources (name, meta) VALUES (?, ?)"
+                "INSERT INTO source_meta (name, meta) VALUES (?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET meta = excluded.meta",
                 (source, merged),
             )

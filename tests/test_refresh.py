@@ -598,7 +598,7 @@ def test_an_opml_changed_behind_our_back_is_written_again(kexue: Path, damage: s
 def test_a_source_whose_stored_meta_cannot_be_decoded_fails_alone(kexue: Path) -> None:
     poll_at(kexue, FETCHED_AT)
     conn = sqlite3.connect(config_mod.load(kexue).state)
-    conn.execute("UPDATE sources SET meta = '{broken' WHERE name = 'math'")
+    conn.execute("UPDATE source_meta SET meta = '{broken' WHERE name = 'math'")
     conn.commit()
     conn.close()
     results = {r.source: r for r in poll_at(kexue, LATER)}

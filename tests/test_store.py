@@ -823,22 +823,35 @@ def test_a_new_page_1_keeps_when_the_old_one_was_last_seen(store: Store) -> None
     assert [entries[link].last_seen for link in links] == [later, later, T0]
 
 
-def test_a_version_2_store_gains_first_page_seen_and_keeps_its_rows(tmp_path: Path) -> None:
+TO_VERSION_2 = """
+    ALTER TABLE sources ADD COLUMN first_page TEXT;
+    ALTER TABLE sources ADD COLUMN meta TEXT;
+    INSERT OR IGNORE INTO sources (name) SELECT name FROM source_meta;
+    UPDATE sources SET
+        first_page = (SELECT first_page FROM source_meta WHERE name = sources.name),
+        meta = (SELECT meta FROM source_meta WHERE name = sources.name);
+    DROP TABLE source_meta;
+    ALTER TABLE sources DROP COLUMN first_page_seen;
+    UPDATE schema_version SET version = 2;
+"""
+"""A store as version 2 kept it: page-1 links and meta in the sources rows."""
+
+
+def test_a_version_2_store_moves_page_1_and_meta_out_of_its_status_rows(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with Store(path) as current:
         current.add_entries([make_entry("https://a.test/1")])
         current.save_first_page("kexue", ["https://a.test/1"])
+        current.save_source_meta("kexue", {"page_title": "科学空间"})
+        current.record_poll("kexue", T0, ok=False, error="HTTP 503", new=0, updated=0)
     conn = sqlite3.connect(path)
-    conn.executescript(
-        """
-        ALTER TABLE sources DROP COLUMN first_page_seen;
-        UPDATE schema_version SET version = 2;
-        """
-    )
+    conn.executescript(TO_VERSION_2)
     conn.close()
     later = T0 + timedelta(hours=5)
     with Store(path) as migrated:
         assert migrated.first_page("kexue") == ["https://a.test/1"]
+        assert migrated.source_meta("kexue") == {"page_title": "科学空间"}
+        assert migrated.poll_start("kexue", "https://a.test/").failure == ("HTTP 503", 1)
         quiet_poll(migrated, "kexue", later)
         migrated.flush()
         assert migrated.entries("kexue")["https://a.test/1"].last_seen == later
@@ -846,9 +859,11 @@ def test_a_version_2_store_gains_first_page_seen_and_keeps_its_rows(tmp_path: Pa
     conn = sqlite3.connect(path)
     try:
         versions = conn.execute("SELECT version FROM schema_version").fetchall()
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(sources)")]
     finally:
         conn.close()
     assert versions == [(3,)]
+    assert "meta" not in columns and "first_page" not in columns
 
 
 # --- last_seen in entry_seen ------------------------------------------------------
@@ -883,8 +898,9 @@ def test_a_version_1_store_is_migrated_keeping_every_last_seen(tmp_path: Path) -
         UPDATE entries SET last_seen = (SELECT s.last_seen FROM entry_seen AS s
             WHERE s.source = entries.source AND s.link = entries.link);
         DROP TABLE entry_seen;
-        UPDATE schema_version SET version = 1;
         """
+        + TO_VERSION_2
+        + "UPDATE schema_version SET version = 1;"
     )
     conn.close()
     with Store(path) as migrated:
