@@ -141,6 +141,32 @@ EXTENSIONS = ("rss", "atom", "json")
 """The files `write_feeds` writes for a source, NAME.EXT each."""
 
 
+def present_files(output_dir: Path, *, check_sizes: bool) -> tuple[frozenset[str], bool]:
+    """The names of the files in `output_dir`, and whether an empty feed file was left out.
+
+    One listing answers a whole refresh's "is this feed there?", where a stat per file
+    cost ~10 ms per 1000 sources. `check_sizes` also stats every feed file and leaves
+    out the empty ones: feeds are written without fsync, so a power cut can leave one
+    empty, and its source's next poll must render it again.
+    """
+    try:
+        entries = list(os.scandir(output_dir))
+    except OSError:
+        return frozenset(), False
+    names = {entry.name for entry in entries}
+    empty = False
+    if check_sizes:
+        suffixes = tuple(f".{ext}" for ext in EXTENSIONS)
+        for entry in entries:
+            try:
+                if entry.name.endswith(suffixes) and entry.stat().st_size == 0:
+                    names.discard(entry.name)
+                    empty = True
+            except OSError:
+                names.discard(entry.name)
+    return frozenset(names), empty
+
+
 def write_feeds(output_dir: Path, meta: FeedMeta, entries: Sequence[Entry]) -> list[Path]:
     """Write NAME.rss, NAME.atom and NAME.json; return only the paths whose bytes changed.
 

@@ -157,7 +157,9 @@ class Fetcher:
             host = parsed.host
         except Exception as exc:
             raise FetchError(url, _describe(exc, timeout)) from exc
-        host_slot = self._hosts.setdefault(host, asyncio.Semaphore(self._per_host))
+        host_slot = self._hosts.get(host)
+        if host_slot is None:
+            host_slot = self._hosts[host] = asyncio.Semaphore(self._per_host)
         async with host_slot, self._slots:
             started = time.monotonic()
             try:
@@ -242,9 +244,7 @@ async def _get(
     if old.last_modified and _header_safe(old.last_modified):
         headers["If-Modified-Since"] = old.last_modified
     for _ in range(MAX_REDIRECTS + 1):
-        request = client.build_request(
-            "GET", current, headers=headers, timeout=httpx.Timeout(timeout)
-        )
+        request = client.build_request("GET", current, headers=headers, timeout=_timeout(timeout))
         response = await client.send(request, stream=True)
         try:
             location = response.headers.get("location")
@@ -261,6 +261,12 @@ async def _get(
         finally:
             await response.aclose()
     raise FetchError(url, "too many redirects")
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float) -> httpx.Timeout:
+    """Sources share a handful of timeouts; building one per request was measurable."""
+    return httpx.Timeout(seconds)
 
 
 async def _page(

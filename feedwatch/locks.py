@@ -14,7 +14,8 @@ until `close`). Two names whose hashes collide only take turns, harmlessly.
 
 A refresh about to poll many sources `claim`s their locks at once: what it then reads
 of them in one query stays current until each poll, since no other process can poll
-a source whose lock it holds.
+a source whose lock it holds. It keeps them until it ends (`close`): a poll of one of
+them by another process meanwhile would repeat this one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 from collections.abc import Iterable
@@ -36,6 +38,7 @@ def lock_path(state: Path) -> Path:
     return state.with_name(state.name + ".lock")
 
 
+@functools.cache
 def offset(name: str) -> int:
     """A stable byte offset for a source name: the same in every process (unlike hash())."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
@@ -61,8 +64,7 @@ class SourceLocks:
 
     def claim(self, names: Iterable[str]) -> set[str]:
         """Take now, without waiting, the locks of those sources no poll holds; `hold`
-        then has each at once, and releases it when that poll ends (`close` releases
-        the claims never used)."""
+        then has each at once, and `close` releases them all."""
         fd = self.descriptor()
         for name in names:
             if name not in self.held and name not in self.claimed and _try_lock(fd, offset(name)):
@@ -84,19 +86,21 @@ class _Hold:
     """`SourceLocks.hold`'s context: a class rather than a generator, since every poll
     enters one."""
 
-    __slots__ = ("fd", "locks", "name", "start")
+    __slots__ = ("claimed", "fd", "locks", "name", "start")
 
     def __init__(self, locks: SourceLocks, name: str) -> None:
         self.locks = locks
         self.name = name
         self.fd = -1
         self.start = 0
+        self.claimed = False
 
     async def __aenter__(self) -> None:
         locks, name = self.locks, self.name
         self.fd = fd = locks.descriptor()
         self.start = start = offset(name)
-        if name in locks.claimed:
+        self.claimed = name in locks.claimed
+        if self.claimed:
             locks.claimed.discard(name)
         else:
             while not (name not in locks.held and _try_lock(fd, start)):
@@ -105,7 +109,8 @@ class _Hold:
 
     async def __aexit__(self, *exc: object) -> None:
         self.locks.held.discard(self.name)
-        fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.start)
+        if not self.claimed:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.start)
 
 
 def _try_lock(fd: int, start: int) -> bool:

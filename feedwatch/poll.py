@@ -64,6 +64,9 @@ class Context:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_events: Callable[[Source, list[Event]], None] | None = None
     parses: int = 0
+    feed_files: frozenset[str] | None = None
+    """The output directory's files as a refresh found them (see _feed_files); None in
+    the daemon, whose polls spread over hours, and which stats each poll's files."""
 
 
 @dataclass(frozen=True)
@@ -672,6 +675,8 @@ def _feeds_current(
     """Whether the feed files on disk are what the store would render now, entries aside."""
     if render_key != _render_key(ctx.config, source, source.title or page_title or source.name):
         return False
+    if ctx.feed_files is not None:
+        return all(f"{source.name}.{ext}" in ctx.feed_files for ext in feeds.EXTENSIONS)
     stem = f"{ctx.config.output_dir}{os.sep}{source.name}."
     return all(_intact(stem + ext) for ext in feeds.EXTENSIONS)
 
@@ -784,6 +789,7 @@ async def refresh(
             )
             if now is not None:
                 ctx.now = now
+            ctx.feed_files = _feed_files(config, store)
             gate = asyncio.Semaphore(config.concurrency)
             _claim(ctx, sources)
 
@@ -805,6 +811,32 @@ async def refresh(
         locks.close()
         if own_store:
             store.close()
+
+
+BOOT_MARK = "feed sizes checked since boot"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _feed_files(config: Config, store: Store) -> frozenset[str]:
+    """The output directory's files, for this refresh's polls (feeds.present_files).
+
+    Feed sizes are checked once per boot (Linux's boot_id), since only a power cut
+    leaves a feed empty, and then on every refresh until none is found empty.
+    """
+    try:
+        boot: str | None = _BOOT_ID.read_text().strip()
+        checked = store.mark(BOOT_MARK) == boot
+    except (OSError, StoreError):
+        boot, checked = None, False
+    files, empty = feeds.present_files(config.output_dir, check_sizes=not checked)
+    if empty:
+        log.warning("empty feed files in %s are rendered again", config.output_dir)
+    elif boot is not None and not checked:
+        try:
+            store.set_mark(BOOT_MARK, boot)
+        except StoreError as err:
+            log.error("cannot mark the feed files as checked: %s", err)
+    return files
 
 
 def _claim(ctx: Context, sources: Sequence[Source]) -> None:

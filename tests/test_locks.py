@@ -169,7 +169,7 @@ def another_process_sees(path: Path, name: str) -> str:
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_a_claimed_lock_keeps_another_process_out_until_its_poll_ends(tmp_path: Path) -> None:
+def test_a_claimed_lock_keeps_another_process_out_until_the_run_ends(tmp_path: Path) -> None:
     path = tmp_path / "state.db.lock"
 
     async def main() -> list[str]:
@@ -183,9 +183,27 @@ def test_a_claimed_lock_keeps_another_process_out_until_its_poll_ends(tmp_path: 
             seen.append(another_process_sees(path, "a"))
         finally:
             locks.close()
+        seen.append(another_process_sees(path, "a"))
         return seen
 
-    assert asyncio.run(main()) == ["busy", "busy", "free"]
+    assert asyncio.run(main()) == ["busy", "busy", "busy", "free"]
+
+
+def test_an_unclaimed_lock_is_released_when_its_poll_ends(tmp_path: Path) -> None:
+    path = tmp_path / "state.db.lock"
+
+    async def main() -> list[str]:
+        locks = SourceLocks(path)
+        seen = []
+        try:
+            async with locks.hold("a"):
+                seen.append(another_process_sees(path, "a"))
+            seen.append(another_process_sees(path, "a"))
+        finally:
+            locks.close()
+        return seen
+
+    assert asyncio.run(main()) == ["busy", "free"]
 
 
 def test_closing_releases_claims_never_used(tmp_path: Path) -> None:

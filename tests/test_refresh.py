@@ -20,7 +20,9 @@ from feedwatch import config as config_mod
 from feedwatch import poll as poll_module
 from feedwatch import store as store_module
 from feedwatch.config import Source
-from feedwatch.models import Event
+from feedwatch.fetch import Fetcher
+from feedwatch.locks import SourceLocks, lock_path
+from feedwatch.models import Event, PollResult
 from feedwatch.poll import refresh
 from feedwatch.store import Store
 from tests.conftest import kexue_sources, run_cli, write_config
@@ -604,3 +606,84 @@ def test_a_source_whose_stored_meta_cannot_be_decoded_fails_alone(kexue: Path) -
     results = {r.source: r for r in poll_at(kexue, LATER)}
     assert results["kexue"].ok
     assert not results["math"].ok and "malformed JSON" in (results["math"].error or "")
+
+
+# --- feed files changed behind our back ---------------------------------------------
+
+
+@pytest.fixture
+def boot_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stands in for Linux's boot_id: write another id to simulate a reboot."""
+    path = tmp_path / "boot_id"
+    path.write_text("boot-1\n")
+    monkeypatch.setattr(poll_module, "_BOOT_ID", path)
+    return path
+
+
+def feed_bytes(config_path: Path, name: str) -> dict[str, bytes]:
+    out = config_path.parent / "feeds"
+    return {ext: (out / f"{name}.{ext}").read_bytes() for ext in ("rss", "atom", "json")}
+
+
+@pytest.mark.usefixtures("boot_id")
+def test_a_feed_file_deleted_behind_our_back_is_written_again(kexue: Path, site: Site) -> None:
+    poll_at(kexue, FETCHED_AT)
+    written = feed_bytes(kexue, "math")
+    (kexue.parent / "feeds" / "math.json").unlink()
+    poll_at(kexue, LATER)
+    assert site.requests_to("/category/Mathematics/")[-1].status == 304
+    assert feed_bytes(kexue, "math") == written
+
+
+def test_an_empty_feed_file_found_after_a_reboot_is_written_again(
+    kexue: Path, site: Site, boot_id: Path
+) -> None:
+    poll_at(kexue, FETCHED_AT)
+    written = feed_bytes(kexue, "math")
+    (kexue.parent / "feeds" / "math.rss").write_bytes(b"")
+    boot_id.write_text("boot-2\n")
+    poll_at(kexue, LATER)
+    assert site.requests_to("/category/Mathematics/")[-1].status == 304
+    assert feed_bytes(kexue, "math") == written
+
+
+def test_feed_sizes_are_checked_once_per_boot(
+    kexue: Path, boot_id: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[bool] = []
+    present = poll_module.feeds.present_files
+
+    def recorded(output_dir: Path, *, check_sizes: bool) -> tuple[frozenset[str], bool]:
+        checks.append(check_sizes)
+        return present(output_dir, check_sizes=check_sizes)
+
+    monkeypatch.setattr(poll_module.feeds, "present_files", recorded)
+    poll_at(kexue, FETCHED_AT)
+    poll_at(kexue, LATER)
+    boot_id.write_text("boot-2\n")
+    poll_at(kexue, LATER + timedelta(hours=1))
+    assert checks == [True, False, True]
+
+
+def test_a_daemon_poll_renders_a_feed_emptied_behind_its_back(kexue: Path, site: Site) -> None:
+    """The daemon's polls spread over hours: each looks at its own feed files."""
+    poll_at(kexue, FETCHED_AT)
+    written = feed_bytes(kexue, "math")
+    (kexue.parent / "feeds" / "math.atom").write_bytes(b"")
+    config = config_mod.load(kexue)
+
+    async def daemon_poll() -> PollResult:
+        with Store(config.state) as store:
+            locks = SourceLocks(lock_path(config.state))
+            try:
+                async with Fetcher() as fetcher:
+                    ctx = poll_module.Context(config, store, fetcher, locks, now=lambda: LATER)
+                    source = config.source("math")
+                    assert source is not None
+                    return await poll_module.poll_source(ctx, source)
+            finally:
+                locks.close()
+
+    assert asyncio.run(daemon_poll()).ok
+    assert site.requests_to("/category/Mathematics/")[-1].status == 304
+    assert feed_bytes(kexue, "math") == written
