@@ -799,25 +799,26 @@ def test_an_expected_poll_is_answered_once_then_read_again(store: Store) -> None
 # --- last seen on page 1 -----------------------------------------------------------
 
 
-def test_an_unchanged_page_1_moves_last_seen_of_its_links_only(store: Store) -> None:
+def page_1_seen_again(store: Store) -> tuple[list[str], datetime]:
+    """Three entries, the first two on page 1, which a later poll finds unchanged."""
     links = [f"https://a.test/{i}" for i in range(3)]
     store.add_entries([make_entry(link) for link in links])
     store.save_first_page("kexue", links[:2])
     later = T0 + timedelta(hours=5)
     quiet_poll(store, "kexue", later)
     store.flush()
+    return links, later
+
+
+def test_an_unchanged_page_1_moves_last_seen_of_its_links_only(store: Store) -> None:
+    links, later = page_1_seen_again(store)
     entries = store.entries("kexue")
     assert [entries[link].last_seen for link in links] == [later, later, T0]
     assert [e.last_seen for e in store.feed_entries("kexue", 10)] == [later, later, T0]
 
 
 def test_a_new_page_1_keeps_when_the_old_one_was_last_seen(store: Store) -> None:
-    links = [f"https://a.test/{i}" for i in range(3)]
-    store.add_entries([make_entry(link) for link in links])
-    store.save_first_page("kexue", links[:2])
-    later = T0 + timedelta(hours=5)
-    quiet_poll(store, "kexue", later)
-    store.flush()
+    links, later = page_1_seen_again(store)
     store.save_first_page("kexue", links[1:])
     entries = store.entries("kexue")
     assert [entries[link].last_seen for link in links] == [later, later, T0]
