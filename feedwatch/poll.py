@@ -806,6 +806,7 @@ async def refresh(
         write_opml(config, store)
         return list(results)
     finally:
+        store.expect_polls([])  # what was read under this run's locks must not outlive them
         if own_workers:
             await workers.close()
         locks.close()

@@ -921,7 +921,7 @@ class Store:
         this process changes a source's rows only in that source's own poll.
         """
         with self._read():
-            self._starts = self._poll_starts(polls)
+            self._starts = self._poll_starts(polls) if polls else {}
 
     def _poll_starts(self, polls: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PollStart]:
         rows = self._conn.execute(

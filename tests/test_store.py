@@ -789,6 +789,13 @@ def test_expected_polls_are_answered_from_one_query(store: Store) -> None:
     )
 
 
+def test_expecting_no_polls_forgets_what_was_read_for_earlier_ones(store: Store) -> None:
+    store.expect_polls([("alpha", "https://alpha.test/")])
+    store.record_poll("alpha", T0, ok=False, error="HTTP 500", new=0, updated=0)
+    store.expect_polls([])
+    assert store.poll_start("alpha", "https://alpha.test/").failure == ("HTTP 500", 1)
+
+
 def test_an_expected_poll_is_answered_once_then_read_again(store: Store) -> None:
     store.expect_polls([("alpha", "https://alpha.test/")])
     assert store.poll_start("alpha", "https://alpha.test/").failure is None
