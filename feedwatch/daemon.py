@@ -88,7 +88,9 @@ class Daemon:
         )
         self._set_job(source, source.interval, datetime.now(UTC) + timedelta(seconds=delay))
 
-    def _set_job(self, source: Source, every: float, first: datetime) -> None:
+    def _set_job(
+        self, source: Source, every: float, first: datetime, *, backoff: bool = False
+    ) -> None:
         self.scheduler.add_job(
             self.poll,
             IntervalTrigger(seconds=every, jitter=min(every * 0.05, 60.0)),
@@ -101,7 +103,7 @@ class Daemon:
             misfire_grace_time=None,
             next_run_time=first,
         )
-        self.store.set_next_poll(source.name, first)
+        self.store.set_next_poll(source.name, first, hold=not backoff)
 
     async def poll(self, name: str) -> None:
         source = self.config.source(name)
@@ -142,7 +144,7 @@ class Daemon:
         self.failures[source.name] = failures
         delay = backoff_delay(source.interval, failures, result.retry_after)
         log.info("%s: retry in %.0fs (failure #%d)", source.name, delay, failures)
-        self._set_job(source, delay, datetime.now(UTC) + timedelta(seconds=delay))
+        self._set_job(source, delay, datetime.now(UTC) + timedelta(seconds=delay), backoff=True)
 
     def reload(self) -> None:
         """Apply an edited config; an invalid one is logged and the running one kept."""

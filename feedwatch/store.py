@@ -584,9 +584,15 @@ class Store:
             )
             self._flush_if_due()
 
-    def set_next_poll(self, source: str, at: datetime | None) -> None:
-        """Held like `note_unchanged`: the daemon sets it after every poll, and only a
-        status shows it, which writes it first."""
+    def set_next_poll(self, source: str, at: datetime | None, *, hold: bool = True) -> None:
+        """Held like `note_unchanged`, since the daemon sets it after every poll; a status
+        read in this process writes it first, one read in another may find the previous
+        value for up to GROUP_MAX_AGE_S. `hold=False` writes it at once (a backoff after a
+        failure, which the failure's own row would otherwise outdate)."""
+        if not hold:
+            with self._write():
+                self._conn.execute(_NEXT_POLL_UPSERT, (source, _utc_or_none(at)))
+            return
         with self._lock:
             self._holding().next_polls[source] = _utc_or_none(at)
             self._flush_if_due()

@@ -654,6 +654,16 @@ def test_next_poll_is_held_and_shown_by_status(store: Store, tmp_path: Path) -> 
     assert status is not None and status.next_poll == T0 + timedelta(hours=2)
 
 
+def test_a_next_poll_not_held_is_committed_at_once(store: Store, tmp_path: Path) -> None:
+    store.set_next_poll("alpha", T0, hold=False)
+    conn = sqlite3.connect(tmp_path / "state.db")
+    try:
+        rows = conn.execute("SELECT name, next_poll FROM sources").fetchall()
+    finally:
+        conn.close()
+    assert [(name, datetime.fromisoformat(at)) for name, at in rows] == [("alpha", T0)]
+
+
 def test_held_bookkeeping_writes_itself_once_it_is_max_age_old(
     store: Store, tmp_path: Path, clock: Clock
 ) -> None:
