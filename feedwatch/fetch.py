@@ -153,7 +153,7 @@ class Fetcher:
             raise RuntimeError("Fetcher.get called outside 'async with Fetcher()'")
         client = self._client
         try:
-            parsed = httpx.URL(url)
+            parsed = _parse_url(url)
             host = parsed.host
         except Exception as exc:
             raise FetchError(url, _describe(exc, timeout)) from exc
@@ -261,6 +261,12 @@ async def _get(
         finally:
             await response.aclose()
     raise FetchError(url, "too many redirects")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_url(url: str) -> httpx.URL:
+    """A source's index URL is parsed once, not on every poll (httpx.URL is immutable)."""
+    return httpx.URL(url)
 
 
 @functools.lru_cache(maxsize=64)
