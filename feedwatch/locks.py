@@ -62,12 +62,21 @@ class SourceLocks:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         return self.fd
 
-    def claim(self, names: Iterable[str]) -> set[str]:
+    def claim(self, names: Iterable[str], *, every_source: bool = False) -> set[str]:
         """Take now, without waiting, the locks of those sources no poll holds; `hold`
-        then has each at once, and `close` releases them all."""
+        then has each at once, and `close` releases them all.
+
+        A run that polls `every_source` of the config first tries to lock the whole file
+        in one call, which succeeds when no other process holds any source: their polls
+        then wait for this run, which is polling everything anyway.
+        """
         fd = self.descriptor()
+        names = [name for name in names if name not in self.held]
+        if every_source and not self.held and _try_lock(fd, 0, length=0):
+            self.claimed.update(names)
+            return set(self.claimed)
         for name in names:
-            if name not in self.held and name not in self.claimed and _try_lock(fd, offset(name)):
+            if name not in self.claimed and _try_lock(fd, offset(name)):
                 self.claimed.add(name)
         return set(self.claimed)
 
@@ -113,9 +122,11 @@ class _Hold:
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.start)
 
 
-def _try_lock(fd: int, start: int) -> bool:
+def _try_lock(fd: int, start: int, *, length: int = 1) -> bool:
+    """Lock `length` bytes from `start` (0: to the end of any file) unless another process
+    holds one of them."""
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, start)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
     except OSError as err:
         if err.errno in _BUSY:
             return False

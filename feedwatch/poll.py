@@ -848,7 +848,9 @@ def _claim(ctx: Context, sources: Sequence[Source]) -> None:
     so that only the source at fault fails.
     """
     try:
-        claimed = ctx.locks.claim(s.name for s in sources)
+        names = {s.name for s in sources}
+        every = names >= {s.name for s in ctx.config.sources}
+        claimed = ctx.locks.claim(names, every_source=every)
     except OSError:
         return
     try:

@@ -213,3 +213,29 @@ def test_closing_releases_claims_never_used(tmp_path: Path) -> None:
     assert another_process_sees(path, "b") == "busy"
     locks.close()
     assert another_process_sees(path, "b") == "free"
+
+
+def test_claiming_every_source_takes_the_whole_file_when_no_one_holds_any(tmp_path: Path) -> None:
+    path = tmp_path / "state.db.lock"
+    locks = SourceLocks(path)
+    try:
+        assert locks.claim(["a", "b"], every_source=True) == {"a", "b"}
+        assert another_process_sees(path, "a") == "busy"
+        assert another_process_sees(path, "a source this run does not poll") == "busy"
+    finally:
+        locks.close()
+    assert another_process_sees(path, "a") == "free"
+
+
+def test_claiming_every_source_while_another_process_holds_one_claims_the_others(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db.lock"
+    child = holding_child(path, "a", 0.5)
+    locks = SourceLocks(path)
+    try:
+        assert locks.claim(["a", "b", "c"], every_source=True) == {"b", "c"}
+        assert another_process_sees(path, "unclaimed") == "free"
+    finally:
+        locks.close()
+    child.wait(timeout=10)
