@@ -860,8 +860,8 @@ def _claim(ctx: Context, sources: Sequence[Source]) -> None:
 
 
 async def flush_periodically(store: Store) -> None:
-    """Commit grouped bookkeeping on a timer: between polls nothing else would, and the
-    open group holds the write lock that another process's poll may be waiting for."""
+    """Write held bookkeeping on a timer: between polls (a daemon's quiet minute) nothing
+    else would, and other processes read the status rows it updates."""
     while True:
         await asyncio.sleep(GROUP_MAX_AGE_S)
         try:
@@ -899,7 +899,9 @@ def write_opml(config: Config, store: Store) -> None:
         metas = [_feed_meta(config, s, title, _EPOCH) for s, title in listed]
         config.output_dir.mkdir(parents=True, exist_ok=True)
         feeds.write_if_changed(path, feeds.render_opml(metas, config.base_url))
-        store.set_mark(OPML_MARK, _file_mark(path, made_from))
+        written = _file_mark(path, made_from)
+        if written is not None:
+            store.set_mark(OPML_MARK, written)
     except OSError as err:
         log.error("cannot write index.opml: %s", err.strerror or err)
     except StoreError as err:
