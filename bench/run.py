@@ -150,8 +150,9 @@ def worker(*args: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def refresh(directory: Path) -> dict[str, Any]:
-    out = worker("refresh", str(directory / "config.toml"))
+def refresh(directory: Path, *, stages: bool = False) -> dict[str, Any]:
+    """One `feedwatch refresh`; `stages` times its stages (bench/worker.py --stages)."""
+    out = worker("refresh", str(directory / "config.toml"), *(["--stages"] if stages else []))
     if out["failed"]:
         raise RuntimeError(f"{out['failed']} sources failed: {out['errors']}")
     return out
@@ -227,11 +228,12 @@ def refresh_rounds(
         main = work / f"round-{r + 1}"
         write_config(main, site, range(n))
         f_cold = floor(main)
-        cold = refresh(main)
+        cold = refresh(main, stages=True)
         stamps = feed_stamps(main)
         warm = refresh(main)
         rewritten.append(changed_files(stamps, feed_stamps(main)))
         f_warm = floor(main)
+        runs.setdefault("warm_split", []).append(refresh(main, stages=True))
         bumped = list(range(r % step, n, step))
         site.ctl("bump", {"sources": bumped})
         one = refresh(main)
@@ -305,7 +307,7 @@ def refresh_rounds(
     for stage in ("fetch", "store", "feeds"):
         fig.add(
             f"warm_stage_{stage}_ms_per_source",
-            med([x["stages"][stage] for x in warm_runs]) / n * 1000,
+            med([x["stages"][stage] for x in runs["warm_split"]]) / n * 1000,
         )
 
     site.ctl("validators?on=0")

@@ -20,9 +20,10 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Protocol
 
 import aiohttp
@@ -96,7 +97,15 @@ class FetchError(Exception):
 
 
 class Fetcher:
-    """One connection pool per run, politely limited per host."""
+    """One connection pool per run, politely limited per host.
+
+    Requests go to the httpx transport directly, not through an httpx.AsyncClient: the
+    client's per-request layers (merging headers, cookies and URLs into a new request,
+    the auth and redirect loops, wrapping the response stream) cost more CPU than the
+    transport's own work on a 304, and none of them applies here. Redirects are followed
+    by hand (`_get`), a transport passed to a client never gets the environment's proxies,
+    and the cookies are kept as a client would keep them (`_send`).
+    """
 
     def __init__(
         self, *, max_connections: int = 64, per_host: int = 2, transport: str = "default"
@@ -108,20 +117,14 @@ class Fetcher:
         self._per_host = per_host
         self._slots = asyncio.Semaphore(max_connections)
         self._hosts: dict[str, asyncio.Semaphore] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._session: _Session | None = None
 
     async def __aenter__(self) -> Fetcher:
         limits = httpx.Limits(
             max_connections=self._max_connections,
             max_keepalive_connections=self._max_connections,
         )
-        self._client = httpx.AsyncClient(
-            transport=_make_transport(self.transport, limits),
-            limits=limits,
-            verify=_ssl_context(),
-            follow_redirects=False,
-            headers={"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
-        )
+        self._session = _Session(_make_transport(self.transport, limits), httpx.Cookies())
         return self
 
     async def __aexit__(
@@ -130,9 +133,9 @@ class Fetcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.transport.aclose()
+            self._session = None
 
     async def get(
         self,
@@ -149,9 +152,9 @@ class Fetcher:
         The wait for a free slot is not counted: a page queued behind a slow sibling on
         the same host has not failed.
         """
-        if self._client is None:
+        if self._session is None:
             raise RuntimeError("Fetcher.get called outside 'async with Fetcher()'")
-        client = self._client
+        session = self._session
         try:
             parsed = _parse_url(url)
             host = parsed.host
@@ -165,7 +168,7 @@ class Fetcher:
             try:
                 async with asyncio.timeout(timeout):
                     return await _get(
-                        client,
+                        session,
                         url,
                         parsed,
                         old=validators or Validators(),
@@ -179,6 +182,25 @@ class Fetcher:
                 raise
             except Exception as exc:
                 raise FetchError(url, _describe(exc, timeout)) from exc
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What the requests of one Fetcher share: the connection pool and the cookie jar."""
+
+    transport: httpx.AsyncBaseTransport
+    cookies: httpx.Cookies
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """One exchange, with cookies sent and kept as httpx.AsyncClient does it, but
+        their (costly) bookkeeping skipped when there is nothing to send or keep."""
+        if self.cookies:
+            self.cookies.set_cookie_header(request)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        if "set-cookie" in response.headers:
+            self.cookies.extract_cookies(response)
+        return response
 
 
 @functools.cache
@@ -224,7 +246,7 @@ class _AiohttpTransport(AiohttpTransport):
 
 
 async def _get(
-    client: httpx.AsyncClient,
+    session: _Session,
     url: str,
     current: httpx.URL,
     *,
@@ -236,16 +258,24 @@ async def _get(
     started: float,
 ) -> Page:
     """Follow redirects by hand so that no redirect body is ever read (httpx reads them whole)."""
-    headers = {"User-Agent": user_agent}
+    # What httpx.AsyncClient would send: keep-alive asked for, as HTTP/1.0 servers want.
+    headers = {
+        "Connection": "keep-alive",
+        "Accept": ACCEPT,
+        "Accept-Encoding": ACCEPT_ENCODING,
+        "User-Agent": user_agent,
+    }
     # Validators are the server's own strings, sent back untouched; one that could not be
     # sent as a header is dropped rather than failing the source on every poll.
     if old.etag and _header_safe(old.etag):
         headers["If-None-Match"] = old.etag
     if old.last_modified and _header_safe(old.last_modified):
         headers["If-Modified-Since"] = old.last_modified
+    extensions = {"timeout": _timeout(timeout)}
     for _ in range(MAX_REDIRECTS + 1):
-        request = client.build_request("GET", current, headers=headers, timeout=_timeout(timeout))
-        response = await client.send(request, stream=True)
+        response = await session.send(
+            httpx.Request("GET", current, headers=headers, extensions=extensions)
+        )
         try:
             location = response.headers.get("location")
             if response.status_code not in REDIRECT_STATUSES or not location:
@@ -270,9 +300,10 @@ def _parse_url(url: str) -> httpx.URL:
 
 
 @functools.lru_cache(maxsize=64)
-def _timeout(seconds: float) -> httpx.Timeout:
-    """Sources share a handful of timeouts; building one per request was measurable."""
-    return httpx.Timeout(seconds)
+def _timeout(seconds: float) -> Mapping[str, float | None]:
+    """The transports' timeout extension. Sources share a handful of timeouts, and
+    building one per request was measurable; a read-only view, since it is shared."""
+    return MappingProxyType(httpx.Timeout(seconds).as_dict())
 
 
 async def _page(

@@ -283,6 +283,14 @@ def long_header(h: Handler) -> None:
     h.reply(headers={"Content-Type": HTML, "Content-Security-Policy": "a" * 20_000})
 
 
+def sets_cookie(h: Handler) -> None:
+    h.reply(headers={"Content-Type": HTML, "Set-Cookie": "visited=yes; Path=/"})
+
+
+def sets_cookie_and_redirects(h: Handler) -> None:
+    h.reply(b"", 302, {"Location": "/plain", "Set-Cookie": "gate=passed; Path=/"})
+
+
 def typed(content_type: str | None, body: bytes = PAGE_BYTES) -> Callable[[Handler], None]:
     return lambda h: h.reply(
         body, headers={} if content_type is None else {"Content-Type": content_type}
@@ -306,6 +314,8 @@ ROUTES: dict[str, Callable[[Handler], None]] = {
     "/r2": redirect("r3"),
     "/r3": redirect("/plain", 307),
     "/loop": redirect("/loop"),
+    "/sets-cookie": sets_cookie,
+    "/cookie-gate": sets_cookie_and_redirects,
     "/reset": reset,
     "/stall": stall,
     "/trickle": trickle,
@@ -512,6 +522,47 @@ def test_redirect_loop_stops_after_ten_redirects(base: str, site: Site, transpor
     err = fetch_error(f"{base}/loop", transport)
     assert str(err) == "too many redirects"
     assert len(site.seen("/loop")) == 11
+
+
+# --- cookies -------------------------------------------------------------------------
+# Kept for the Fetcher's lifetime, as a browser (or httpx.AsyncClient) keeps them: some
+# sites answer a first visit with a cookie and want it back before they serve the page.
+
+
+def fetch_in_turn(urls: list[str], transport: str) -> None:
+    async def run() -> None:
+        async with Fetcher(transport=transport) as fetcher:
+            for url in urls:
+                await fetcher.get(url, validators=None, timeout=5, max_bytes=CAP, user_agent="t")
+
+    asyncio.run(run())
+
+
+def test_a_cookie_set_by_a_response_is_sent_with_later_requests(
+    base: str, site: Site, transport: str
+) -> None:
+    fetch_in_turn([f"{base}/sets-cookie", f"{base}/plain"], transport)
+    assert [h["Cookie"] for h in site.seen("/sets-cookie")] == [None]
+    assert [h["Cookie"] for h in site.seen("/plain")] == ["visited=yes"]
+
+
+def test_a_cookie_set_by_a_redirect_is_sent_to_its_target(
+    base: str, site: Site, transport: str
+) -> None:
+    fetch_in_turn([f"{base}/cookie-gate"], transport)
+    assert [h["Cookie"] for h in site.seen("/plain")] == ["gate=passed"]
+
+
+def test_a_cookie_is_not_sent_to_another_host(base: str, site: Site, transport: str) -> None:
+    other = base.replace("127.0.0.1", "localhost")
+    fetch_in_turn([f"{base}/sets-cookie", f"{other}/plain"], transport)
+    assert [h["Cookie"] for h in site.seen("/plain")] == [None]
+
+
+def test_cookies_do_not_outlive_their_fetcher(base: str, site: Site, transport: str) -> None:
+    fetch_in_turn([f"{base}/sets-cookie"], transport)
+    fetch_in_turn([f"{base}/plain"], transport)
+    assert [h["Cookie"] for h in site.seen("/plain")] == [None]
 
 
 # --- network faults ------------------------------------------------------------------
