@@ -477,7 +477,7 @@ def _commit(
         and first_page.page.validators == first_page.previous
         and _feeds_current(ctx, source, start.render_key, start.page_title)
     ):
-        store.note_unchanged(name, now, logs)
+        store.note_unchanged(name, now)
         return PollResult(
             source=name,
             ok=True,

@@ -181,6 +181,25 @@ def test_second_refresh_is_conditional_and_rewrites_nothing(kexue: Path, site: S
     assert after == before
 
 
+def logged_statuses(config_path: Path, source: str) -> list[int | None]:
+    store = Store(config_mod.load(config_path).state)
+    try:
+        return [log.status for _, log in reversed(store.fetches(source))]
+    finally:
+        store.close()
+
+
+def test_the_fetch_log_keeps_polls_that_fetched_or_failed_and_not_quiet_ones(
+    kexue: Path, site: Site
+) -> None:
+    run_cli("refresh", "--config", str(kexue), "math")
+    run_cli("refresh", "--config", str(kexue), "math")  # a 304: only its last_poll moves
+    site.put("/category/Mathematics/", "oops", status=500)
+    run_cli("refresh", "--config", str(kexue), "math")
+    assert logged_statuses(kexue, "math") == [200, 500]
+    assert len(site.requests_to("/category/Mathematics/")) == 3
+
+
 def test_last_modified_is_sent_back_verbatim(kexue: Path, site: Site) -> None:
     site.routes["/category/Mathematics/"].last_modified = "Sun, 07 Oct 2018 13:16:00 GMT"
     run_cli("refresh", "--config", str(kexue), "math")
@@ -512,7 +531,7 @@ def test_the_flush_timer_writes_held_bookkeeping_that_no_later_poll_would(
 
     async def quiet_poll_then_wait() -> tuple[list[str], list[str]]:
         with Store(path) as store:
-            store.note_unchanged("kexue", LATER, [])
+            store.note_unchanged("kexue", LATER)
             before = committed()
             timer = asyncio.create_task(poll_module.flush_periodically(store))
             await asyncio.sleep(0.3)

@@ -559,7 +559,7 @@ def committed_polls(path: Path) -> dict[str, datetime]:
 
 def quiet_poll(store: Store, source: str, at: datetime = T0) -> None:
     """The bookkeeping of a poll answered by a 304, noted the way poll notes it."""
-    store.note_unchanged(source, at, [FetchLog(f"https://{source}.test/", 304, 0, 0.01)])
+    store.note_unchanged(source, at)
 
 
 class Clock:
@@ -594,9 +594,7 @@ def test_an_unchanged_poll_is_held_until_flush_and_then_fully_written(
     assert committed_polls(tmp_path / "state.db") == {"kexue": later}
     status = store.status("kexue")
     assert status is not None and (status.ok, status.consecutive_failures) == (True, 0)
-    assert [(at, log.url, log.status) for at, log in store.fetches("kexue")] == [
-        (later, "https://kexue.test/", 304)
-    ]
+    assert store.fetches("kexue") == []  # a quiet poll is its last_poll, not a logged request
     seen = {link: e.last_seen for link, e in store.entries("kexue").items()}
     assert seen == {"https://a.test/1": later, "https://a.test/2": T0}
 
@@ -608,13 +606,11 @@ def test_reading_a_status_writes_the_held_bookkeeping_first(store: Store, tmp_pa
     assert committed_polls(tmp_path / "state.db") == {"alpha": T0}
 
 
-def test_the_fetch_log_and_the_status_list_write_the_held_bookkeeping_first(
-    store: Store, tmp_path: Path
-) -> None:
+def test_the_status_list_writes_the_held_bookkeeping_first(store: Store, tmp_path: Path) -> None:
     quiet_poll(store, "alpha")
-    assert [log.url for _, log in store.fetches("alpha")] == ["https://alpha.test/"]
     quiet_poll(store, "beta")
     assert [s.source for s in store.statuses()] == ["alpha", "beta"]
+    assert committed_polls(tmp_path / "state.db") == {"alpha": T0, "beta": T0}
 
 
 def test_a_transaction_writes_the_held_bookkeeping_first(store: Store, tmp_path: Path) -> None:
@@ -701,16 +697,6 @@ def test_held_bookkeeping_writes_itself_after_max_polls(
     assert "delta" not in committed_polls(tmp_path / "state.db")
 
 
-def test_held_fetch_log_rows_are_pruned_like_written_ones(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_module, "FETCH_LOG_KEEP", 3)
-    for minute in range(5):
-        quiet_poll(store, "alpha", T0 + timedelta(minutes=minute))
-    store.flush()
-    assert [at.minute for at, _ in store.fetches("alpha")] == [4, 3, 2]
-
-
 def test_close_writes_the_held_bookkeeping(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     quiet_poll(store, "alpha")
@@ -718,7 +704,6 @@ def test_close_writes_the_held_bookkeeping(tmp_path: Path) -> None:
     with Store(tmp_path / "state.db") as reopened:
         status = reopened.status("alpha")
         assert status is not None and status.last_poll == T0
-        assert [log.url for _, log in reopened.fetches("alpha")] == ["https://alpha.test/"]
 
 
 def test_a_transaction_inside_a_transaction_is_refused(store: Store) -> None:
