@@ -104,7 +104,7 @@ class Fetcher:
     the auth and redirect loops, wrapping the response stream) cost more CPU than the
     transport's own work on a 304, and none of them applies here. Redirects are followed
     by hand (`_get`), a transport passed to a client never gets the environment's proxies,
-    and the cookies are kept as a client would keep them (`_send`).
+    and the cookies are kept as a client would keep them (`_Session.send`).
     """
 
     def __init__(
