@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import brotli
 import pytest
 
-from feedwatch.fetch import Fetcher, FetchError, decode_html, parse_retry_after
+from feedwatch.fetch import ACCEPT, Fetcher, FetchError, decode_html, parse_retry_after
 from feedwatch.models import Page, Validators
 
 CAP = 1_000_000
@@ -432,6 +432,16 @@ def test_user_agent_and_accept_encoding_are_sent(base: str, site: Site, transpor
     (headers,) = site.seen("/plain")
     assert headers["User-Agent"] == "probe/7"
     assert [e.strip() for e in headers["Accept-Encoding"].split(",")] == ["gzip", "deflate", "br"]
+
+
+def test_html_is_asked_for_on_a_kept_alive_connection(
+    base: str, site: Site, transport: str
+) -> None:
+    fetch(f"{base}/plain", transport)
+    (headers,) = site.seen("/plain")
+    assert headers["Accept"] == ACCEPT
+    assert headers["Connection"] == "keep-alive"
+    assert headers["Host"] == base.removeprefix("http://")
 
 
 def test_gzip_body_is_decompressed(base: str, transport: str) -> None:
