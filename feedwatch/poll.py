@@ -517,7 +517,11 @@ def _commit(
                 store.save_page_state(name, item.page.url, item.page.validators)
         if parsed:
             store.save_first_page(name, page1_links)
-            _save_page_meta(store, source, fetched)
+            meta = store.source_meta(name)
+            meta_updates = _page_meta(meta, fetched)
+            meta |= meta_updates
+        else:
+            meta, meta_updates = start.meta(), {}
         events = _events(source, changes, now, backfill=backfill)
         if failure is not None:
             events.append(
@@ -528,12 +532,16 @@ def _commit(
         store.record_poll(
             name, now, ok=True, error=None, new=len(changes.new), updated=len(changes.updated)
         )
-        _write_feeds(
+        key = _write_feeds(
             ctx,
             source,
             changed=bool(changes.new or changes.updated or changes.removed or fixes),
-            meta=None if parsed else start.meta(),
+            meta=meta,
         )
+        if key is not None:
+            meta_updates["render_key"] = key
+        if meta_updates:
+            store.save_source_meta(name, meta_updates)
     if ctx.on_events is not None:
         ctx.on_events(source, [e for e in events if not (e.kind == "new" and backfill)])
     seen = len(changes.seen) + sum(
@@ -611,9 +619,9 @@ def _events(source: Source, changes: diff.Changes, now: datetime, *, backfill: b
     return events
 
 
-def _save_page_meta(store: Store, source: Source, fetched: Sequence[_Fetched]) -> None:
-    """Remember each page's links and next page, so an unchanged page needs no parse."""
-    meta = store.source_meta(source.name)
+def _page_meta(meta: dict[str, Any], fetched: Sequence[_Fetched]) -> dict[str, Any]:
+    """Each parsed page's links and next page, remembered so that an unchanged page needs
+    no parse, and page 1's title: the keys of `meta` this poll changes."""
     page_links = dict(meta.get("page_links", {}))
     page_next = dict(meta.get("page_next", {}))
     title = meta.get("page_title")
@@ -624,14 +632,17 @@ def _save_page_meta(store: Store, source: Source, fetched: Sequence[_Fetched]) -
         page_next[item.page.url] = item.extraction.next_page
         if i == 0 and item.extraction.page_title:
             title = item.extraction.page_title
-    store.save_source_meta(
-        source.name, {"page_links": page_links, "page_next": page_next, "page_title": title}
-    )
+    return {"page_links": page_links, "page_next": page_next, "page_title": title}
 
 
-def feed_meta(config: Config, source: Source, store: Store) -> feeds.FeedMeta:
+def feed_meta(
+    config: Config, source: Source, store: Store, page_title: str | None = None
+) -> feeds.FeedMeta:
+    """The feed's own fields; `page_title` is read from the store unless the caller has it."""
     updated = store.last_change(source.name) or _EPOCH
-    return _feed_meta(config, source, store.source_meta(source.name).get("page_title"), updated)
+    if page_title is None:
+        page_title = store.source_meta(source.name).get("page_title")
+    return _feed_meta(config, source, page_title, updated)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -682,14 +693,15 @@ def _feeds_current(
 
 
 def _write_feeds(
-    ctx: Context, source: Source, *, changed: bool, meta: dict[str, Any] | None = None
-) -> None:
+    ctx: Context, source: Source, *, changed: bool, meta: dict[str, Any]
+) -> str | None:
+    """Render the feeds if entries changed or `meta` (the source's, as this poll leaves it)
+    says the files are not what the store would render; return the render key to store,
+    None when nothing was rendered. The caller stores it with the poll's other meta."""
+    title = meta.get("page_title")
+    if not changed and _feeds_current(ctx, source, meta.get("render_key"), title):
+        return None
     store = ctx.store
-    if meta is None:
-        meta = store.source_meta(source.name)
-    if not changed and _feeds_current(ctx, source, meta.get("render_key"), meta.get("page_title")):
-        return
-    key = _render_key(ctx.config, source, source.title or meta.get("page_title") or source.name)
     out = ctx.config.output_dir
     entries = store.feed_entries(source.name, source.max_entries)
     if source.math == "mathml":
@@ -702,8 +714,8 @@ def _write_feeds(
             for e in entries
         ]
     out.mkdir(parents=True, exist_ok=True)
-    feeds.write_feeds(out, feed_meta(ctx.config, source, store), entries)
-    store.save_source_meta(source.name, {"render_key": key})
+    feeds.write_feeds(out, feed_meta(ctx.config, source, store, title), entries)
+    return _render_key(ctx.config, source, source.title or title or source.name)
 
 
 def _intact(path: str) -> bool:
