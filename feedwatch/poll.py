@@ -702,7 +702,6 @@ def _write_feeds(
     if not changed and _feeds_current(ctx, source, meta.get("render_key"), title):
         return None
     store = ctx.store
-    out = ctx.config.output_dir
     entries = store.feed_entries(source.name, source.max_entries)
     if source.math == "mathml":
         entries = [
@@ -713,8 +712,7 @@ def _write_feeds(
             )
             for e in entries
         ]
-    out.mkdir(parents=True, exist_ok=True)
-    feeds.write_feeds(out, feed_meta(ctx.config, source, store, title), entries)
+    feeds.write_feeds(ctx.config.output_dir, feed_meta(ctx.config, source, store, title), entries)
     return _render_key(ctx.config, source, source.title or title or source.name)
 
 
