@@ -635,14 +635,9 @@ def _page_meta(meta: dict[str, Any], fetched: Sequence[_Fetched]) -> dict[str, A
     return {"page_links": page_links, "page_next": page_next, "page_title": title}
 
 
-def feed_meta(
-    config: Config, source: Source, store: Store, page_title: str | None = None
-) -> feeds.FeedMeta:
-    """The feed's own fields; `page_title` is read from the store unless the caller has it."""
+def feed_meta(config: Config, source: Source, store: Store) -> feeds.FeedMeta:
     updated = store.last_change(source.name) or _EPOCH
-    if page_title is None:
-        page_title = store.source_meta(source.name).get("page_title")
-    return _feed_meta(config, source, page_title, updated)
+    return _feed_meta(config, source, store.source_meta(source.name).get("page_title"), updated)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -712,7 +707,8 @@ def _write_feeds(
             )
             for e in entries
         ]
-    feeds.write_feeds(ctx.config.output_dir, feed_meta(ctx.config, source, store, title), entries)
+    feed = _feed_meta(ctx.config, source, title, store.last_change(source.name) or _EPOCH)
+    feeds.write_feeds(ctx.config.output_dir, feed, entries)
     return _render_key(ctx.config, source, source.title or title or source.name)
 
 
